@@ -1,0 +1,1 @@
+"""Adapters for RL frameworks without a plugin registry (installed as ``verl_lambda.patches``)."""

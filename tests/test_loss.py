@@ -1,0 +1,219 @@
+"""The registered `grpo_lambda` policy loss, checked through verl's own loss path."""
+
+import itertools
+
+import pytest
+import spec_reference as spec
+import torch
+from verl.trainer.ppo.core_algos import get_policy_loss_fn
+from verl.utils import tensordict_utils as tu
+from verl.workers.config import ActorConfig, PolicyLossConfig
+from verl.workers.utils.losses import ppo_loss
+
+from verl_lambda.config import GRPOLambdaLossConfig
+
+AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean"]
+
+
+def actor_config(policy_loss, **kwargs):
+    return ActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, policy_loss=policy_loss, **kwargs)
+
+
+def batch(seed, n=6, length=24, dtype=torch.float64, spread=0.3):
+    g = torch.Generator().manual_seed(seed)
+    old = -torch.rand(n, length, generator=g, dtype=torch.float64).to(dtype) * 3
+    new = old + torch.randn(n, length, generator=g, dtype=torch.float64).to(dtype) * spread
+    adv = torch.randn(n, 1, generator=g, dtype=torch.float64).to(dtype).expand(n, length).clone()
+    mask = spec.random_mask(g, n, length)
+    mask[0] = True
+    is_w = torch.rand(n, length, generator=g, dtype=torch.float64).to(dtype) + 0.5
+    return old, new, adv, mask, is_w
+
+
+def call_loss(name, cfg, old, new, adv, mask, mode, is_w=None):
+    return get_policy_loss_fn(name)(
+        old_log_prob=old,
+        log_prob=new,
+        advantages=adv,
+        response_mask=mask,
+        loss_agg_mode=mode,
+        config=cfg,
+        rollout_is_weights=is_w,
+    )
+
+
+SETTINGS = [
+    dict(lam=lam, gamma=gamma, trace=trace, trace_epsilon=eps, trace_norm=norm)
+    for lam, gamma, trace, eps, norm in itertools.product(
+        [0.0, 0.5, 0.99, 1.0], [1.0, 0.9], ["recent", "both"], [0.0, 0.1], ["none", "sum"]
+    )
+    if not (gamma != 1.0 and lam in (0.0, 1.0))
+]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(str(v) for v in s.values()))
+def test_loss_and_gradient_match_independent_fp64_implementation(settings):
+    old, new, adv, mask, is_w = batch(11)
+    cfg = actor_config(GRPOLambdaLossConfig(**settings), clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0)
+    for mode in AGG_MODES:
+        a = new.clone().requires_grad_(True)
+        loss, metrics = call_loss("grpo_lambda", cfg, old, a, adv, mask, mode, is_w)
+        loss.backward()
+        b = new.clone().requires_grad_(True)
+        expected = spec.aggregate(spec.token_losses(old, b, adv, mask, settings, 0.2, 0.28, 3.0, is_w), mask, mode)
+        expected.backward()
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-12)
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-12)
+        assert all(isinstance(v, float) for v in metrics.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", AGG_MODES)
+@pytest.mark.parametrize("with_is_weights", [False, True])
+def test_recent_lambda_zero_is_verl_vanilla(dtype, mode, with_is_weights):
+    old, new, adv, mask, is_w = batch(5, dtype=dtype, spread=0.5)  # wide ratios: both clips active
+    is_w = is_w if with_is_weights else None
+    results = []
+    for name, policy_loss in (
+        ("vanilla", PolicyLossConfig(loss_mode="vanilla")),
+        ("grpo_lambda", GRPOLambdaLossConfig(lam=0.0, trace="recent")),
+    ):
+        x = new.clone().requires_grad_(True)
+        cfg = actor_config(policy_loss, clip_ratio_low=0.2, clip_ratio_high=0.3, clip_ratio_c=2.5)
+        loss, metrics = call_loss(name, cfg, old, x, adv, mask, mode, is_w)
+        loss.backward()
+        results.append((loss.detach(), x.grad, metrics))
+    (l0, g0, m0), (l1, g1, m1) = results
+    tol = dict(rtol=1e-6, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(l1.to(dtype), l0, **tol)
+    torch.testing.assert_close(g1, g0, **tol)
+    for key in ("actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower"):
+        assert m1[key] == pytest.approx(m0[key], rel=1e-5, abs=1e-7), key
+    assert m0["actor/pg_clipfrac"] > 0 and m0["actor/pg_clipfrac_lower"] > 0, "inputs must exercise both clips"
+
+
+@pytest.mark.parametrize("trace,eps,norm", [("recent", 0.0, "none"), ("both", 0.0, "none"), ("both", 0.05, "sum")])
+def test_gradient_at_ratio_one_is_the_credit_shape(trace, eps, norm):
+    """With π_θ = π_old and A > 0, d loss / d log π(o_k) = −A · Σ_{t ≥ k} w(t, k) under token-sum."""
+    n, adv_value = 50, 0.7
+    old = -torch.rand(1, n, dtype=torch.float64)
+    x = old.clone().requires_grad_(True)
+    adv = torch.full((1, n), adv_value, dtype=torch.float64)
+    cfg = actor_config(GRPOLambdaLossConfig(lam=0.9, trace=trace, trace_epsilon=eps, trace_norm=norm))
+    loss, _ = call_loss("grpo_lambda", cfg, old, x, adv, torch.ones(1, n, dtype=torch.bool), "token-sum")
+    loss.backward()
+    expected = -adv_value * torch.tensor(spec.credit(n, 0.9, trace, eps, norm), dtype=torch.float64)
+    torch.testing.assert_close(x.grad[0], expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", AGG_MODES)
+@pytest.mark.parametrize("splits", [2, 3])
+def test_micro_batches_with_global_batch_info_sum_to_the_full_batch_gradient(mode, splits):
+    old, new, adv, mask, is_w = batch(8, n=6)
+    info = dict(dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=mask.shape[0], loss_scale_factor=None)
+    settings = GRPOLambdaLossConfig(lam=0.99, trace="both", trace_epsilon=0.01)
+
+    def grad_of(rows_list):
+        x = new.clone().requires_grad_(True)
+        cfg = actor_config(settings)
+        cfg.global_batch_info.update(info)
+        total = sum(call_loss("grpo_lambda", cfg, old[r], x[r], adv[r], mask[r], mode, is_w[r])[0] for r in rows_list)
+        total.backward()
+        return total.detach(), x.grad
+
+    whole = grad_of([slice(0, 6)])
+    parts = grad_of([slice(i * 6 // splits, (i + 1) * 6 // splits) for i in range(splits)])
+    torch.testing.assert_close(parts[0], whole[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(parts[1], whole[1], rtol=1e-12, atol=1e-14)
+
+
+def _nested(tensors):
+    return torch.nested.as_nested_tensor(tensors, layout=torch.jagged)
+
+
+def test_through_verl_ppo_loss_with_nested_inputs_of_different_lengths():
+    """verl's engine loss entry point: jagged per-sample tensors → padded rows → our loss."""
+    g = torch.Generator().manual_seed(3)
+    prompt_lens, response_lens = [3, 2, 5, 1], [4, 2, 7, 5]
+    old = [-torch.rand(r, generator=g, dtype=torch.float64) for r in response_lens]
+    full = [-torch.rand(p + r, generator=g, dtype=torch.float64) for p, r in zip(prompt_lens, response_lens)]
+    adv = [torch.full((r,), float(torch.randn(1, generator=g))) for r in response_lens]
+    masks = [torch.ones(r, dtype=torch.long) for r in response_lens]
+    masks[2][3] = 0  # a tool-output token inside a response
+    data = tu.get_tensordict(
+        {
+            "prompts": _nested([torch.zeros(p, dtype=torch.long) for p in prompt_lens]),
+            "responses": _nested([torch.zeros(r, dtype=torch.long) for r in response_lens]),
+            "response_mask": _nested(masks),
+            "old_log_probs": _nested(old),
+            "advantages": _nested([a.double() for a in adv]),
+        },
+        non_tensor_dict={"dp_size": 1, "batch_num_tokens": sum(int(m.sum()) for m in masks), "global_batch_size": 4},
+    )
+    settings = dict(lam=0.9, gamma=1.0, trace="both", trace_epsilon=0.0, trace_norm="none")
+    cfg = actor_config(GRPOLambdaLossConfig(**settings))
+    leaves = [f.clone().requires_grad_(True) for f in full]
+    loss, metrics = ppo_loss(cfg, {"log_probs": _nested(leaves)}, data)
+    loss.backward()
+
+    # The same batch by hand: response log-probs are the last r positions shifted by one.
+    width = max(response_lens)
+    leaves_ref = [f.clone().requires_grad_(True) for f in full]
+    pad = lambda rows: torch.stack([torch.nn.functional.pad(r, (0, width - r.numel())) for r in rows])  # noqa: E731
+    new_rows = pad([leaf[p - 1 : p - 1 + r] for leaf, p, r in zip(leaves_ref, prompt_lens, response_lens)])
+    mask = pad(masks).bool()
+    expected = spec.aggregate(
+        spec.token_losses(pad(old), new_rows, pad(adv).double(), mask, settings, 0.2, 0.2, 3.0), mask, "token-mean"
+    )
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
+    for got, want in zip(leaves, leaves_ref):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-10, atol=1e-12)
+    assert "actor/grpo_lambda/trace_abs_max" in metrics
+
+
+def test_guard_fires_and_is_reported():
+    n = 30
+    old = torch.zeros(2, n)
+    new = torch.full((2, n), 1.0)  # ℓ_t = t + 1 under λ = 1: past the ±20 guard from t = 20
+    adv = torch.ones(2, n)
+    cfg = actor_config(GRPOLambdaLossConfig(lam=1.0))
+    x = new.clone().requires_grad_(True)
+    loss, metrics = call_loss("grpo_lambda", cfg, old, x, adv, torch.ones(2, n, dtype=torch.bool), "token-mean")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+    assert metrics["actor/grpo_lambda/guard_frac"] == pytest.approx(10 / 30)
+    assert metrics["actor/grpo_lambda/trace_abs_max"] == pytest.approx(30.0)
+
+
+def test_plain_policy_loss_config_is_refused_with_the_target_hint():
+    old, new, adv, mask, _ = batch(1)
+    with pytest.raises(TypeError, match=r"_target_=verl_lambda\.config\.GRPOLambdaLossConfig"):
+        call_loss("grpo_lambda", actor_config(PolicyLossConfig(loss_mode="grpo_lambda")), old, new, adv, mask, "token-mean")
+    with pytest.raises(TypeError, match="_target_"):
+        call_loss("grpo_lambda", None, old, new, adv, mask, "token-mean")
+
+
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        (dict(lam=1.5), r"policy_loss\.lam must be a number in \[0, 1\], got 1\.5"),
+        (dict(trace="bogus"), r"policy_loss\.trace must be one of \['recent', 'both'\], got 'bogus'"),
+        (dict(trace_epsilon=-0.01), r"policy_loss\.trace_epsilon must be"),
+        (dict(gamma=1.01), r"policy_loss\.gamma must be"),
+        (dict(trace_norm="l2"), r"policy_loss\.trace_norm must be one of"),
+        (dict(loss_mode="vanilla"), r"loss_mode must be 'grpo_lambda'"),
+        (dict(loss_mode="bypass_mode"), r"bypass_mode=true replaces the policy loss"),
+    ],
+)
+def test_config_rejects_bad_values_in_one_line(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern) as info:
+        GRPOLambdaLossConfig(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_dual_clip_bound_must_exceed_one():
+    old, new, adv, mask, _ = batch(1)
+    cfg = actor_config(GRPOLambdaLossConfig(), clip_ratio_c=1.0)
+    with pytest.raises(ValueError, match="clip_ratio_c"):
+        call_loss("grpo_lambda", cfg, old, new, adv, mask, "token-mean")

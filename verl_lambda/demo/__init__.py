@@ -1,0 +1,1 @@
+"""CPU demonstration of GRPO-λ against GRPO through verl's advantage and loss code."""

@@ -1,0 +1,164 @@
+"""verl glue: the ``grpo_lambda`` advantage estimator and policy loss, registered on import.
+
+Importing this module (idempotent) adds both names to verl's registries in the importing
+process. It reaches verl's Ray processes by any of:
+
+* the ``verl.plugins`` entry point of this distribution (loaded by ``import verl``);
+* ``VERL_USE_EXTERNAL_MODULES=verl_lambda.register`` in the workers' environment
+  (``+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_lambda.register``);
+* ``actor_rollout_ref.actor.policy_loss._target_=verl_lambda.config.GRPOLambdaLossConfig``
+  (imports :mod:`verl_lambda.config`, which imports this module; reaches the actor workers only).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from verl.trainer.ppo import core_algos
+from verl.trainer.ppo.core_algos import agg_loss
+from verl.utils import as_torch_index, group_mean_std
+
+from verl_lambda.config import ESTIMATOR_NAME, LOSS_CONFIG_PATH, LOSS_NAME, TARGET, GRPOLambdaLossConfig, estimator_settings
+from verl_lambda.objective import clamp_advantage, traced_ppo_token_losses
+
+__all__ = [
+    "compute_grpo_lambda_outcome_advantage",
+    "compute_policy_loss_grpo_lambda",
+    "register",
+    "check_registered",
+]
+
+
+def compute_grpo_lambda_outcome_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    config: Optional[Any] = None,
+    index: Optional[np.ndarray] = None,
+    epsilon: float = 1e-6,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Critic-free TD error of GRPO-λ: the clamped group-normalised outcome advantage.
+
+    Â_i = (R_i − mean_g) / (std_g + ε)   (or R_i − mean_g without ``norm_adv_by_std_in_grpo``),
+    δ_i = max(Â_i, adv_clamp), on every valid token. Group statistics come from verl's
+    ``group_mean_std`` (singleton groups: mean 0, std 1, as verl's GRPO).
+
+    Args:
+        token_level_rewards: ``[bs, T]`` rewards (the outcome sits on the last valid token).
+        response_mask: ``[bs, T]`` valid-token mask.
+        config: verl's ``config.algorithm``; reads ``grpo_lambda.adv_clamp`` and
+            ``norm_adv_by_std_in_grpo``.
+        index: ``[bs]`` group ids (verl's ``uid``).
+
+    Returns:
+        ``(advantages, returns)``, both ``[bs, T]`` and equal.
+    """
+    settings = estimator_settings(config)
+    if index is None:
+        raise ValueError(f"the '{ESTIMATOR_NAME}' estimator needs group ids: the batch has no 'uid' column")
+    with torch.no_grad():
+        scores = token_level_rewards.sum(dim=-1)
+        groups = as_torch_index(index, device=scores.device)
+        mean_g, std_g, _ = group_mean_std(scores, groups, eps=0.0, device=scores.device)
+        centred = scores - mean_g[groups]
+        if settings.norm_adv_by_std:
+            centred = centred / (std_g[groups] + epsilon)
+        scalars = clamp_advantage(centred, settings.adv_clamp)
+        advantages = scalars.unsqueeze(-1) * response_mask.to(scalars.dtype)
+    return advantages, advantages
+
+
+def compute_policy_loss_grpo_lambda(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config: Optional[Any] = None,
+    rollout_is_weights: Optional[torch.Tensor] = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """verl's ``vanilla`` PPO loss on the traced ratio ρ^λ = exp(ℓ) (see :mod:`verl_lambda.objective`).
+
+    ``config`` is verl's ``ActorConfig``; its ``policy_loss`` must be a :class:`GRPOLambdaLossConfig`.
+    Reduction goes through verl's ``agg_loss(..., **config.global_batch_info)``.
+    """
+    policy_loss = None if config is None else config.get("policy_loss", None)
+    if not isinstance(policy_loss, GRPOLambdaLossConfig):
+        got = "no config" if config is None else type(policy_loss).__name__
+        raise TypeError(
+            f"loss_mode='{LOSS_NAME}' needs its own config class: set {LOSS_CONFIG_PATH}._target_={TARGET} "
+            f"(got {got})"
+        )
+    clip_ratio = config.get("clip_ratio", 0.2)
+    clip_low = config.get("clip_ratio_low", None)
+    clip_high = config.get("clip_ratio_high", None)
+    losses, stats = traced_ppo_token_losses(
+        old_log_prob,
+        log_prob,
+        advantages,
+        response_mask,
+        lam=policy_loss.lam,
+        gamma=policy_loss.gamma,
+        style=policy_loss.trace,
+        epsilon=policy_loss.trace_epsilon,
+        norm=policy_loss.trace_norm,
+        clip_ratio_low=clip_ratio if clip_low is None else clip_low,
+        clip_ratio_high=clip_ratio if clip_high is None else clip_high,
+        clip_ratio_c=config.get("clip_ratio_c", 3.0),
+        rollout_is_weights=rollout_is_weights,
+    )
+    loss = agg_loss(
+        loss_mat=losses,
+        loss_mask=response_mask,
+        loss_agg_mode=loss_agg_mode,
+        **(config.get("global_batch_info", None) or {}),
+    )
+    metrics = {
+        "actor/pg_clipfrac": stats["pg_clipfrac"].item(),
+        "actor/ppo_kl": stats["ppo_kl"].item(),
+        "actor/pg_clipfrac_lower": stats["pg_clipfrac_lower"].item(),
+        "actor/grpo_lambda/trace_abs_mean": stats["trace_abs_mean"].item(),
+        "actor/grpo_lambda/trace_abs_max": stats["trace_abs_max"].item(),
+        "actor/grpo_lambda/guard_frac": stats["guard_frac"].item(),
+    }
+    return loss, metrics
+
+
+def _same_function(a: Any, b: Any) -> bool:
+    return a is b or (
+        getattr(a, "__module__", None) == getattr(b, "__module__", None)
+        and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None)
+    )
+
+
+def register() -> None:
+    """Add ``grpo_lambda`` to verl's estimator and loss registries (safe to call again)."""
+    current = core_algos.ADV_ESTIMATOR_REGISTRY.get(ESTIMATOR_NAME)
+    if current is not None and not _same_function(current, compute_grpo_lambda_outcome_advantage):
+        raise ValueError(
+            f"another advantage estimator is already registered as '{ESTIMATOR_NAME}': "
+            f"{current.__module__}.{current.__qualname__}"
+        )
+    core_algos.ADV_ESTIMATOR_REGISTRY.pop(ESTIMATOR_NAME, None)  # a reloaded copy of this module
+    core_algos.register_adv_est(ESTIMATOR_NAME)(compute_grpo_lambda_outcome_advantage)
+    core_algos.register_policy_loss(LOSS_NAME)(compute_policy_loss_grpo_lambda)
+
+
+def check_registered() -> None:
+    """Raise with a fix if this process's verl registries lack the GRPO-λ names."""
+    missing = []
+    if ESTIMATOR_NAME not in core_algos.ADV_ESTIMATOR_REGISTRY:
+        missing.append(f"advantage estimator '{ESTIMATOR_NAME}'")
+    if LOSS_NAME not in core_algos.POLICY_LOSS_REGISTRY:
+        missing.append(f"policy loss '{LOSS_NAME}'")
+    if missing:
+        raise RuntimeError(
+            f"verl has no {' and no '.join(missing)} in this process: install verl-lambda here or set "
+            "VERL_USE_EXTERNAL_MODULES=verl_lambda.register"
+        )
+
+
+register()
