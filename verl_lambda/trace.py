@@ -30,6 +30,7 @@ Two implementations share one signature:
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
@@ -122,6 +123,19 @@ def _decay_tables(size: int, decay: float, dtype: torch.dtype, device: torch.dev
     return m.to(dtype=dtype, device=device), p.to(dtype=dtype, device=device)
 
 
+@contextmanager
+def _full_precision_matmul(x: torch.Tensor):
+    """Keep float32 chunk products exact on GPUs where TF32 matmuls were switched on globally."""
+    if not (x.is_cuda and x.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32):
+        yield
+        return
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+
 def discounted_cumsum(x: torch.Tensor, decay: float, chunk: int = _CHUNK) -> torch.Tensor:
     """y_t = Σ_{j ≤ t} decay^(t−j) · x_j along the last dimension (decay in [0, 1]).
 
@@ -140,11 +154,12 @@ def discounted_cumsum(x: torch.Tensor, decay: float, chunk: int = _CHUNK) -> tor
     if padded != length:
         x = torch.nn.functional.pad(x, (0, padded - length))
     m, p = _decay_tables(size, float(decay), x.dtype, x.device)
-    local = (x.reshape(*x.shape[:-1], n_chunks, size) @ m)
+    with _full_precision_matmul(x):
+        local = x.reshape(*x.shape[:-1], n_chunks, size) @ m
     if n_chunks > 1:
         ends = discounted_cumsum(local[..., -1], float(decay) ** size, chunk)
         carry = torch.nn.functional.pad(ends[..., :-1], (1, 0))
-        local = local + carry.unsqueeze(-1) * p
+        local = torch.addcmul(local, carry.unsqueeze(-1), p)
     return local.reshape(*x.shape[:-1], padded)[..., :length]
 
 
@@ -155,63 +170,57 @@ def _floor_lag(decay: float, epsilon: float) -> int:
     return int(math.floor(math.log(epsilon) / math.log(decay) + 1e-12))
 
 
-def _shift(y: torch.Tensor, k: int, length: int) -> torch.Tensor:
-    """y_{t−k} for t in [k, length) (the part of a shift by k that is not zero)."""
-    return y[..., : length - k]
-
-
-def _halving(y: torch.Tensor, count: int) -> torch.Tensor:
-    """y_{ceil(t/2) − 1} for t in [0, count), with y_{−1} = 0: (0, y0, y0, y1, y1, …)."""
-    half = count // 2
-    pairs = y[..., :half].unsqueeze(-1).expand(*y.shape[:-1], half, 2).reshape(*y.shape[:-1], 2 * half)
-    return torch.nn.functional.pad(pairs, (1, 0))[..., :count]
-
-
 @lru_cache(maxsize=64)
 def _powers(exponents: tuple, decay: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     base = torch.tensor(decay, dtype=torch.float64)
     return torch.pow(base, torch.arange(*exponents, dtype=torch.float64)).to(dtype=dtype, device=device)
 
 
+@lru_cache(maxsize=64)
+def _pair_cuts(half: int, decay: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[half, 2]: decay^(k+1), decay^(k+2) — the cut at t = 2k+1 and t = 2k+2."""
+    p = _powers((1, half + 2), decay, torch.float64, torch.device("cpu"))
+    return torch.stack([p[:half], p[1 : half + 1]], dim=-1).to(dtype=dtype, device=device)
+
+
 def _trace_dense(x: torch.Tensor, decay: float, style: str, epsilon: float) -> torch.Tensor:
     """ℓ for rows whose valid tokens are contiguous from position 0 (x zero elsewhere).
 
-    With D the recent trace, E_i = Σ_{j≤i} decay^j x_j and C_i = Σ_{j≤i} x_j, and l* the ε window:
+    With D the recent trace, E_i = Σ_{j≤i} decay^j x_j, C_i = Σ_{j≤i} x_j and l* the ε window:
 
-      recent + ε:  ℓ_t = D_t − decay^(l*+1) D_{t−l*−1} + ε C_{t−l*−1}
-      both, t < 2l*+2:  ℓ_t = D_t − decay^(⌊t/2⌋+1) D_{⌈t/2⌉−1} + E_{⌈t/2⌉−1}
-      both, t ≥ 2l*+2:  ℓ_t = D_t − decay^(l*+1) D_{t−l*−1} + E_{l*} + ε (C_{t−l*−1} − C_{l*})
+      recent + ε:          ℓ_t = D_t − decay^(l*+1) D_{t−l*−1} + ε C_{t−l*−1}
+      both, t = 2k+1, 2k+2 < 2l*+2:
+                           ℓ_t = D_t − decay^(t−k) D_k + E_k
+      both, t ≥ 2l*+2:     ℓ_t = D_t − decay^(l*+1) D_{t−l*−1} + E_{l*} + ε (C_{t−l*−1} − C_{l*})
 
-    (``both`` without a floor is the first line for every t.) Every index is a slice, a pairwise
-    repeat or one column, so the backward pass is as cheap as the forward.
+    (``both`` without a floor is the second line for every t ≥ 1.) Every index is a slice, a
+    pairwise view or one column, so the backward pass is as cheap as the forward.
     """
     length = x.shape[-1]
     recent = discounted_cumsum(x, decay)
     floor = epsilon > 0 and decay < 1.0
     lag = min(_floor_lag(decay, epsilon), length) if floor else length
-    dtype, device = x.dtype, x.device
+    k = lag + 1
     if style == "recent":
-        k = lag + 1
         if k >= length:
             return recent
-        tail = recent[..., k:] - decay**k * _shift(recent, k, length) + epsilon * _shift(x.cumsum(-1), k, length)
+        tail = torch.add(recent[..., k:], recent[..., : length - k], alpha=-(decay**k))
+        tail = tail.add_(x[..., : length - k].cumsum(-1), alpha=epsilon)
         return torch.cat([recent[..., :k], tail], dim=-1)
     split = min(length, 2 * lag + 2)
-    early = (x[..., : split // 2] * _powers((0, split // 2), decay, dtype, device)).cumsum(-1)
-    cut = _powers((1, split // 2 + 2), decay, dtype, device).repeat_interleave(2)[:split]  # decay^(⌊t/2⌋+1)
-    head = recent[..., :split] - cut * _halving(recent, split) + _halving(early, split)
-    if split == length:
-        return head
-    k = lag + 1
-    csum = x[..., : length - k].cumsum(-1)
-    early_all = (x[..., :k] * _powers((0, k), decay, dtype, device)).sum(-1, keepdim=True)  # E_{l*}
-    rest = (
-        recent[..., split:]
-        - decay**k * recent[..., split - k : length - k]
-        + early_all
-        + epsilon * (csum[..., split - k :] - csum[..., lag : lag + 1])
-    )
-    return torch.cat([head, rest], dim=-1)
+    half = split // 2
+    dtype, device = x.dtype, x.device
+    early = (x[..., :half] * _powers((0, half), decay, dtype, device)).cumsum(-1)
+    # pairs[..., k, :] = E_k − decay^(k+1) D_k, E_k − decay^(k+2) D_k   (for t = 2k+1, 2k+2)
+    pairs = torch.addcmul(early.unsqueeze(-1), recent[..., :half].unsqueeze(-1), _pair_cuts(half, decay, dtype, device), value=-1)
+    pieces = [recent[..., :1], recent[..., 1:split] + pairs.flatten(-2)[..., : split - 1]]
+    if split < length:
+        csum = x[..., : length - k].cumsum(-1)
+        early_all = (x[..., :k] * _powers((0, k), decay, dtype, device)).sum(-1, keepdim=True)  # E_{l*}
+        rest = torch.add(recent[..., split:], recent[..., split - k : length - k], alpha=-(decay**k))
+        rest = rest.add_(csum[..., split - k :], alpha=epsilon).add_(early_all - epsilon * csum[..., lag : lag + 1])
+        pieces.append(rest)
+    return torch.cat(pieces, dim=-1)
 
 
 @lru_cache(maxsize=64)

@@ -1,0 +1,279 @@
+"""GRPO-λ loss cost against verl's `vanilla` loss, in the same run.
+
+    python benchmarks/bench_loss.py                      # the full grid, CPU
+    python benchmarks/bench_loss.py --quick              # 64 × 8k only
+    python benchmarks/bench_loss.py --device cuda        # on a GPU
+
+For every batch × length × dtype it times forward + backward of verl's registered `vanilla` loss and
+of the registered `grpo_lambda` loss in each trace style, and the peak memory each adds above its
+inputs; the L×L weight-matrix form that public ports use runs as a second baseline where it fits.
+Prints ratios to `vanilla`, writes JSON and a PNG (time and memory against length, log axes).
+Also times the `grpo_lambda` advantage estimator against verl's `grpo_vectorized` on one input.
+
+CPU peak memory is the process's resident high-water mark (reset through /proc before each
+measurement; glibc is told to return large blocks to the system so frees show up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # fixed threshold: freed blocks go back to the OS
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from verl import DataProto  # noqa: E402
+from verl.trainer.ppo.core_algos import get_policy_loss_fn  # noqa: E402
+from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
+from verl.workers.config import ActorConfig, PolicyLossConfig  # noqa: E402
+
+import verl_lambda.objective as objective  # noqa: E402
+from verl_lambda.config import GRPOLambdaLossConfig  # noqa: E402
+
+STYLES = {
+    "recent": dict(trace="recent"),
+    "both": dict(trace="both"),
+    "recent+eps": dict(trace="recent", trace_epsilon=0.01),
+    "both+eps": dict(trace="both", trace_epsilon=0.01),
+    "recent+sum": dict(trace="recent", trace_norm="sum"),
+    "both+eps+sum": dict(trace="both", trace_epsilon=0.01, trace_norm="sum"),
+}
+
+
+class PeakMemory:
+    """Peak bytes allocated above the starting point, for CPU (resident set) or CUDA."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM
+            self.start = self._status("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.start
+        else:
+            self.peak = self._status("VmHWM") - self.start
+
+    @staticmethod
+    def _status(key: str) -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def make_inputs(batch, length, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    old = -torch.rand(batch, length, generator=g) * 2
+    new = old + torch.randn(batch, length, generator=g) * 0.02
+    adv = torch.randn(batch, 1, generator=g).expand(batch, length).contiguous()
+    lengths = torch.randint(length // 2, length + 1, (batch,), generator=g)
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    to = dict(device=device)
+    return old.to(dtype=dtype, **to), new.to(dtype=dtype, **to), adv.to(dtype=dtype, **to), mask.to(**to)
+
+
+def step(name, policy_loss, inputs):
+    old, new, adv, mask = inputs
+    cfg = ActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, policy_loss=policy_loss)
+    x = new.clone().requires_grad_(True)
+    loss, _ = get_policy_loss_fn(name)(
+        old_log_prob=old, log_prob=x, advantages=adv, response_mask=mask, loss_agg_mode="token-mean", config=cfg
+    )
+    loss.backward()
+    return x.grad
+
+
+def measure(methods, inputs, device, rounds=5):
+    """Median time and peak memory per method; rounds interleave the methods so load drifts cancel."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    peaks, times = {}, {m[0]: [] for m in methods}
+    for label, loss_name, cfg, ctx in methods:
+        with ctx():
+            step(loss_name, cfg, inputs)  # warm-up
+            with PeakMemory(device) as mem:
+                step(loss_name, cfg, inputs)
+        peaks[label] = mem.peak
+    for _ in range(rounds):
+        for label, loss_name, cfg, ctx in methods:
+            with ctx():
+                sync()
+                t = time.perf_counter()
+                step(loss_name, cfg, inputs)
+                sync()
+                times[label].append(time.perf_counter() - t)
+    return {label: (statistics.median(times[label]), peaks[label]) for label in times}
+
+
+@contextlib.contextmanager
+def naive_trace():
+    """Swap the trace for the L×L weight-matrix form (right-padded rows only, as in the benchmark)."""
+    fast = objective.traced_log_ratio
+
+    def dense(log_ratio, mask, *, lam, gamma, style, epsilon, norm):
+        pos = torch.arange(log_ratio.shape[-1], device=log_ratio.device, dtype=torch.float32)
+        decay = torch.tensor(gamma * lam, device=log_ratio.device)
+        w = torch.pow(decay, (pos[:, None] - pos[None, :]).clamp(min=0))
+        if style == "both":
+            w = torch.maximum(w, torch.pow(decay, pos)[None, :])
+        if epsilon > 0:
+            w = w.clamp(min=epsilon)
+        w = w.tril()
+        if norm == "sum":
+            w = w / w.sum(1, keepdim=True)
+        x = torch.where(mask, log_ratio.float(), 0.0)
+        return torch.where(mask, x @ w.T, 0.0)
+
+    objective.traced_log_ratio = dense
+    try:
+        yield
+    finally:
+        objective.traced_log_ratio = fast
+
+
+def bench_estimator(rows, length, device):
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.arange(length)[None, :] < torch.randint(1, length + 1, (rows,), generator=g)[:, None]).float()
+    rewards = torch.zeros(rows, length)
+    last = (mask.sum(-1) - 1).long()
+    rewards[torch.arange(rows), last] = torch.randint(0, 2, (rows,), generator=g).float()
+    uids = np.array([f"p{i // 8}" for i in range(rows)], dtype=object)
+    data = DataProto.from_dict(tensors={"token_level_rewards": rewards.to(device), "response_mask": mask.to(device)},
+                               non_tensors={"uid": uids})
+    from omegaconf import OmegaConf
+
+    algo = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "grpo_lambda": {"adv_clamp": -0.1}})
+    out = {}
+    for name in ("grpo_vectorized", "grpo_lambda", "grpo_vectorized", "grpo_lambda"):  # interleaved
+        ts = []
+        for _ in range(3):
+            t = time.perf_counter()
+            compute_advantage(data, adv_estimator=name, config=algo)
+            ts.append(time.perf_counter() - t)
+        out.setdefault(name, []).extend(ts)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    rows = [r for r in results if r["batch"] == max(r["batch"] for r in results) and r["dtype"] == "float32"]
+    for method in sorted({r["method"] for r in rows}, key=lambda m: (m != "vanilla", m != "naive-LxL", m)):
+        pts = sorted((r["length"], r["time_s"], r["peak_bytes"]) for r in rows if r["method"] == method)
+        if not pts:
+            continue
+        style = dict(marker="o", linewidth=2.5 if method in ("vanilla", "naive-LxL") else 1.2)
+        axes[0].plot([p[0] for p in pts], [p[1] * 1e3 for p in pts], label=method, **style)
+        axes[1].plot([p[0] for p in pts], [max(p[2], 1) / 2**20 for p in pts], label=method, **style)
+    for ax, ylabel in zip(axes, ("forward + backward (ms)", "peak extra memory (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("response length L")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"GRPO-λ loss vs verl vanilla, batch {rows[0]['batch'] if rows else '?'}, float32")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 8192, 16384, 32768])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
+    parser.add_argument("--naive-max-gib", type=float, default=4.0, help="skip the L×L baseline above this W size")
+    parser.add_argument("--estimator-rows", type=int, default=8192)
+    parser.add_argument("--estimator-length", type=int, default=16384)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=5, help="timed repetitions per method (median)")
+    parser.add_argument("--quick", action="store_true", help="64 × 8k, float32 only, no estimator run")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    if args.quick:
+        args.batches, args.lengths, args.dtypes, args.estimator_rows = [64], [8192], ["float32"], 0
+    device = torch.device(args.device)
+
+    results = []
+    print(f"{'B':>3} {'L':>6} {'dtype':>8} {'method':>13} {'ms':>9} {'ratio':>6} {'MiB':>8} {'mem ratio':>9}")
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        for batch in args.batches:
+            for length in args.lengths:
+                inputs = make_inputs(batch, length, dtype, device)
+                methods = [("vanilla", "vanilla", PolicyLossConfig(loss_mode="vanilla"), contextlib.nullcontext)]
+                methods += [(s, "grpo_lambda", GRPOLambdaLossConfig(**STYLES[s]), contextlib.nullcontext) for s in args.styles]
+                if length * length * 4 / 2**30 <= args.naive_max_gib:
+                    methods.append(("naive-LxL", "grpo_lambda", GRPOLambdaLossConfig(trace="recent"), naive_trace))
+                measured = measure(methods, inputs, device, rounds=args.rounds)
+                base_t, base_m = measured["vanilla"]
+                for method, (t, m) in measured.items():
+                    r = dict(batch=batch, length=length, dtype=dtype_name, method=method, time_s=t, peak_bytes=m,
+                             time_ratio=t / base_t, mem_ratio=m / max(base_m, 1))
+                    results.append(r)
+                    print(
+                        f"{batch:>3} {length:>6} {dtype_name:>8} {method:>13} {t * 1e3:>9.1f} "
+                        f"{r['time_ratio']:>6.2f} {m / 2**20:>8.1f} {r['mem_ratio']:>9.2f}",
+                        flush=True,
+                    )
+                if length * length * 4 / 2**30 > args.naive_max_gib:
+                    print(f"{batch:>3} {length:>6} {dtype_name:>8} {'naive-LxL':>13}   skipped: W alone is "
+                          f"{length * length * 4 / 2**30:.1f} GiB per call", flush=True)
+                del inputs
+
+    estimator = None
+    if args.estimator_rows:
+        est = bench_estimator(args.estimator_rows, args.estimator_length, device)
+        estimator = dict(rows=args.estimator_rows, length=args.estimator_length, seconds=est,
+                         ratio=est["grpo_lambda"] / est["grpo_vectorized"])
+        print(f"estimator {args.estimator_rows} × {args.estimator_length}: grpo_vectorized "
+              f"{est['grpo_vectorized'] * 1e3:.0f} ms, grpo_lambda {est['grpo_lambda'] * 1e3:.0f} ms, "
+              f"ratio {estimator['ratio']:.2f}")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{platform.node() or 'host'}-{device.type}".replace("/", "_")
+    meta = dict(
+        date=datetime.date.today().isoformat(),
+        device=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        command=" ".join(sys.argv),
+    )
+    (out / f"loss_{tag}.json").write_text(json.dumps(dict(meta=meta, loss=results, estimator=estimator), indent=1))
+    plot(results, out / f"loss_{tag}.png")
+    print(f"wrote {out / f'loss_{tag}.json'} and {out / f'loss_{tag}.png'}")
+
+
+if __name__ == "__main__":
+    main()
