@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Training and evaluation sets in verl's parquet format, written to $DATA_DIR (the recipes' default):
+#   training:   gsm8k, math (MATH, 7.5k), deepscaler (DeepScaleR-Preview, 40k)
+#   evaluation: aime24, math500, olympiadbench, minerva_math, amc23
+#
+#   bash recipes/prepare_data.sh                          # from the Hugging Face hub
+#   INPUT_DIR=./raw bash recipes/prepare_data.sh          # from local copies ./raw/<name>.{parquet,jsonl,json,csv}
+#   DATASETS="math gsm8k numina" bash recipes/prepare_data.sh
+#   bash recipes/prepare_data.sh --limit 100              # extra arguments go to python -m verl_lambda.math_data
+set -euo pipefail
+
+DATA_DIR=${DATA_DIR:-$HOME/data/grpo_lambda}
+DATASETS=${DATASETS:-"gsm8k math deepscaler aime24 math500 olympiadbench minerva_math amc23"}
+INPUT_DIR=${INPUT_DIR:-}
+
+# shellcheck disable=SC2086  # DATASETS is a list of names
+python3 -m verl_lambda.math_data $DATASETS --out-dir "$DATA_DIR" ${INPUT_DIR:+--input-dir "$INPUT_DIR"} "$@"

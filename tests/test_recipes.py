@@ -1,0 +1,330 @@
+"""Every recipe script, run with bash in dry-run mode, composes and checks its full verl config.
+
+The scripts run for real (bash, environment defaults, "$@"); their ``python3 -m
+verl_lambda.main_ppo`` call is served by a warm interpreter (see conftest.py), except in the tests
+named ``*_real_interpreter``.
+"""
+
+import re
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from verl_lambda.config import TARGET
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+SOCKET_ENV = "VERL_LAMBDA_TEST_LAUNCHER_SOCKET"
+
+# model key -> (default model, training sets, response length: single node, multi-node)
+MODELS = {
+    "qwen2.5-math-1.5b-instruct": ("Qwen/Qwen2.5-Math-1.5B-Instruct", ["math", "gsm8k"], 3072, None),
+    "r1-distill-qwen-1.5b": ("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", ["deepscaler"], 8192, None),
+    "r1-distill-qwen-7b": ("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", ["deepscaler"], 8192, 16384),
+    "qwen2.5-7b-instruct": ("Qwen/Qwen2.5-7B-Instruct", ["math", "gsm8k"], 4096, 8192),
+    "llama3.1-8b-instruct": ("meta-llama/Llama-3.1-8B-Instruct", ["math", "gsm8k"], 4096, 8192),
+}
+BENCHMARKS = ["aime24", "math500", "olympiadbench", "minerva_math", "amc23"]
+EXPECTED_RECIPES = sorted(
+    f"run_{model}_{method}{backend}.sh"
+    for model, spec in MODELS.items()
+    for method in ("grpo_lambda", "grpo")
+    for backend in ([""] + (["_megatron", "_megatron_multinode"] if spec[3] else []))
+)
+# What a GRPO-λ recipe may change relative to its matched GRPO baseline (after composition).
+SWITCH_KEYS = {
+    "algorithm.adv_estimator",
+    "algorithm.grpo_lambda.adv_clamp",
+    "actor_rollout_ref.actor.policy_loss._target_",
+    "actor_rollout_ref.actor.policy_loss.loss_mode",
+    "actor_rollout_ref.actor.policy_loss.lam",
+    "actor_rollout_ref.actor.policy_loss.gamma",
+    "actor_rollout_ref.actor.policy_loss.trace",
+    "actor_rollout_ref.actor.policy_loss.trace_epsilon",
+    "actor_rollout_ref.actor.policy_loss.trace_norm",
+    "trainer.experiment_name",
+    "trainer.default_local_dir",  # checkpoints/<project>/<experiment_name>
+    "actor_rollout_ref.rollout.trace.experiment_name",  # = trainer.experiment_name
+}
+
+
+def parse_recipe(name):
+    match = re.fullmatch(r"run_(.+?)_(grpo_lambda|grpo)(_megatron)?(_multinode)?\.sh", name)
+    model, method, megatron, multinode = match.groups()
+    return model, method, bool(megatron), bool(multinode)
+
+
+def flatten(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+TRACE_BOTH = [
+    "run_r1-distill-qwen-1.5b_grpo_lambda.sh",
+    "run_llama3.1-8b-instruct_grpo_lambda_megatron.sh",
+    "run_r1-distill-qwen-7b_grpo_lambda_megatron_multinode.sh",
+]
+PAPER_SETTING = ("run_qwen2.5-7b-instruct_grpo_lambda.sh", ("data.train_batch_size=32",), {"MAX_RESPONSE_LENGTH": "768", "LAM": "0.9"})
+
+
+@pytest.fixture(scope="session")
+def dry_run(run_script, tmp_path_factory):
+    """dry_run(script, *args, **env) -> (CompletedProcess, resolved config dict or None).
+
+    Results are cached; the first call runs every dry run this module asks for, three at a time.
+    """
+    cache = {}
+    out_dir = tmp_path_factory.mktemp("configs")
+    data_dir = str(tmp_path_factory.mktemp("data"))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    def execute(key):
+        script, args, env = key
+        config_file = out_dir / f"{abs(hash(key))}.yaml"
+        result = run_script(
+            script, *args, "--save-config", str(config_file),
+            env={"VERL_LAMBDA_DRY_RUN": "1", "DATA_DIR": data_dir, **dict(env)},
+        )
+        config = yaml.load(config_file.read_text(), Loader=loader) if config_file.exists() else None
+        return result, config
+
+    def key_of(script, args, env):
+        return (script, tuple(args), tuple(sorted(env.items())))
+
+    def run(script, *args, **env):
+        if not cache:
+            keys = [key_of(name, (), {}) for name in EXPECTED_RECIPES]
+            keys += [key_of(name, (), {"TRACE": "both"}) for name in TRACE_BOTH]
+            keys.append(key_of(*PAPER_SETTING))
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                cache.update(zip(keys, pool.map(execute, keys)))
+        key = key_of(script, args, env)
+        if key not in cache:
+            cache[key] = execute(key)
+        return cache[key]
+
+    run.data_dir = data_dir
+    return run
+
+
+def test_recipe_inventory():
+    found = sorted(p.name for p in RECIPES.glob("run_*.sh"))
+    assert found == EXPECTED_RECIPES
+    for extra in ("prepare_data.sh", "eval_math.sh", "runtime_env.yaml", "README.md"):
+        assert (RECIPES / extra).is_file(), extra
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in RECIPES.glob("*.sh")))
+def test_scripts_are_valid_bash_in_verl_style(name):
+    text = (RECIPES / name).read_text()
+    assert subprocess.run(["bash", "-n", str(RECIPES / name)]).returncode == 0
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text
+    assert '"$@"' in text
+    if name.startswith("run_"):
+        model, method, megatron, multinode = parse_recipe(name)
+        lines = text.splitlines()
+        assert lines[-1].strip() == '"$@"', "extra hydra overrides must come last so they win"
+        paper = 256 if "1.5b" in model else 768
+        assert f"# Paper setting ({paper}-token responses" in text
+        assert f"# MAX_RESPONSE_LENGTH={paper}" in lines
+
+
+@pytest.mark.parametrize("name", EXPECTED_RECIPES)
+def test_recipe_dry_run_composes_and_validates(dry_run, name):
+    result, cfg = dry_run(name)
+    assert result.returncode == 0, result.stderr
+    assert "verl validate_config: passed" in result.stdout
+    assert "dry run: config composed and checked, Ray not started" in result.stdout
+    assert "ray job submit" not in result.stdout + result.stderr
+
+    model, method, megatron, multinode = parse_recipe(name)
+    model_path, train_sets, response, multinode_response = MODELS[model]
+    c = flatten(cfg)
+    assert c["actor_rollout_ref.model.path"] == model_path
+    assert c["data.train_files"] == [f"{dry_run.data_dir}/{s}.parquet" for s in train_sets]
+    assert c["data.val_files"] == [f"{dry_run.data_dir}/{s}.parquet" for s in BENCHMARKS]
+    assert c["reward.custom_reward_function.path"] == "pkg://verl_lambda.math_reward"
+    assert c["reward.custom_reward_function.name"] == "compute_score"
+    assert "verl_lambda.register" in c["ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"].split(",")
+    assert c["actor_rollout_ref.rollout.n"] == 8
+    assert c["trainer.n_gpus_per_node"] == 8
+
+    assert c["data.max_response_length"] == (multinode_response if multinode else response)
+    if not model.startswith("qwen2.5-math"):  # Qwen2.5-Math's context is 4096 tokens
+        assert c["data.max_response_length"] >= 4096
+    budget = c["actor_rollout_ref.actor.ppo_max_token_len_per_gpu"]
+    assert budget >= c["data.max_prompt_length"] + c["data.max_response_length"]
+
+    if megatron:
+        assert c["actor_rollout_ref.actor.strategy"] == "megatron"
+        parallel = (
+            c["actor_rollout_ref.actor.megatron.tensor_model_parallel_size"],
+            c["actor_rollout_ref.actor.megatron.pipeline_model_parallel_size"],
+            c["actor_rollout_ref.actor.megatron.context_parallel_size"],
+        )
+        assert parallel == ((2, 1, 2) if multinode else (2, 2, 1))
+        assert c["actor_rollout_ref.ref.megatron.tensor_model_parallel_size"] == parallel[0]
+        assert "megatron TP" in result.stdout
+    else:
+        assert c["actor_rollout_ref.actor.strategy"] == "fsdp"
+    assert c["trainer.nnodes"] == (4 if multinode else 1)
+
+    if method == "grpo_lambda":
+        assert c["algorithm.adv_estimator"] == "grpo_lambda"
+        assert c["algorithm.grpo_lambda.adv_clamp"] == -0.1
+        assert c["actor_rollout_ref.actor.policy_loss._target_"] == TARGET
+        assert c["actor_rollout_ref.actor.policy_loss.loss_mode"] == "grpo_lambda"
+        assert c["actor_rollout_ref.actor.policy_loss.lam"] == 0.99
+        assert c["actor_rollout_ref.actor.policy_loss.gamma"] == 1.0
+        assert c["actor_rollout_ref.actor.policy_loss.trace"] == "recent"
+        assert re.search(r"actor_rollout_ref\.actor\.policy_loss\.lam\s+0\.99$", result.stdout, re.M)
+    else:
+        assert c["algorithm.adv_estimator"] == "grpo"
+        assert c["actor_rollout_ref.actor.policy_loss.loss_mode"] == "vanilla"
+        assert "lam" not in cfg["actor_rollout_ref"]["actor"]["policy_loss"]
+        assert "grpo_lambda" not in cfg["algorithm"]
+
+
+@pytest.mark.parametrize("name", [n for n in EXPECTED_RECIPES if "_grpo_lambda" in n])
+def test_matched_baseline_differs_only_in_the_switches(dry_run, name):
+    _, lam_cfg = dry_run(name)
+    _, grpo_cfg = dry_run(name.replace("_grpo_lambda", "_grpo"))
+    a, b = flatten(lam_cfg), flatten(grpo_cfg)
+    differing = {k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>")}
+    assert differing <= SWITCH_KEYS, sorted(differing - SWITCH_KEYS)
+    assert {"algorithm.adv_estimator", "actor_rollout_ref.actor.policy_loss.loss_mode"} <= differing
+
+
+@pytest.mark.parametrize("name", TRACE_BOTH)
+def test_trace_variable_selects_both(dry_run, name):
+    result, cfg = dry_run(name, TRACE="both")
+    assert result.returncode == 0, result.stderr
+    assert cfg["actor_rollout_ref"]["actor"]["policy_loss"]["trace"] == "both"
+    assert cfg["trainer"]["experiment_name"].endswith(("_both", "_both_megatron", "_both_megatron_4nodes"))
+    assert re.search(r"actor_rollout_ref\.actor\.policy_loss\.trace\s+both$", result.stdout, re.M)
+
+
+def test_paper_setting_and_overrides_pass_through(dry_run):
+    name, args, env = PAPER_SETTING
+    result, cfg = dry_run(name, *args, **env)
+    assert result.returncode == 0, result.stderr
+    assert cfg["data"]["max_response_length"] == 768
+    assert cfg["data"]["train_batch_size"] == 32
+    assert cfg["actor_rollout_ref"]["actor"]["policy_loss"]["lam"] == 0.9
+    assert re.search(r"max prompt / response / sequence tokens\s+1024 / 768 / 1792$", result.stdout, re.M)
+
+
+FAILURES = [
+    ("run_qwen2.5-7b-instruct_grpo_lambda.sh", ["actor_rollout_ref.actor.policy_loss.lam=2"], {}, "policy_loss.lam"),
+    ("run_qwen2.5-7b-instruct_grpo_lambda_megatron.sh", [], {"LAM": "2"}, "policy_loss.lam"),
+    ("run_llama3.1-8b-instruct_grpo_lambda_megatron_multinode.sh",
+     ["+actor_rollout_ref.actor.policy_loss.lam=2", "--dry-run"], {}, "policy_loss.lam"),
+    ("run_r1-distill-qwen-1.5b_grpo_lambda.sh", ["algorithm.rollout_correction.bypass_mode=true"], {}, "bypass_mode"),
+    ("run_r1-distill-qwen-7b_grpo_lambda_megatron.sh", ["algorithm.rollout_correction.bypass_mode=true"], {}, "bypass_mode"),
+    ("run_qwen2.5-math-1.5b-instruct_grpo_lambda.sh", [], {"TRACE": "sideways"}, "policy_loss.trace"),
+    ("run_qwen2.5-math-1.5b-instruct_grpo.sh", ["actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda"], {},
+     "algorithm.adv_estimator=grpo_lambda"),
+]
+
+
+@pytest.fixture(scope="module")
+def failure_runs(run_script, tmp_path_factory):
+    # Not dry runs (except where --dry-run is passed): the launcher must stop before verl's main,
+    # whose first step prints "ray init kwargs" and connects to Ray (RAY_ADDRESS=auto fails fast).
+    data_dir = str(tmp_path_factory.mktemp("no_data"))
+
+    def execute(case):
+        name, args, env, _ = case
+        return run_script(name, *args, env={"DATA_DIR": data_dir, "RAY_ADDRESS": "auto", **env})
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return list(pool.map(execute, FAILURES))
+
+
+@pytest.mark.parametrize("case", range(len(FAILURES)), ids=[f"{c[0]}-{c[3]}" for c in FAILURES])
+def test_bad_settings_fail_before_ray_with_one_line(failure_runs, case):
+    result, needle = failure_runs[case], FAILURES[case][3]
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("verl_lambda.main_ppo: error: ")
+    assert needle in lines[0]
+    assert "ray init kwargs" not in result.stdout
+
+
+def test_recipes_with_the_real_interpreter(run_script, tmp_path):
+    """No warm server: a fresh `python3 -m verl_lambda.main_ppo` per script (both run at once)."""
+    real = {SOCKET_ENV: "", "DATA_DIR": str(tmp_path), "RAY_ADDRESS": "auto"}
+    jobs = {
+        "lam": subprocess.Popen(
+            ["bash", str(RECIPES / "run_qwen2.5-7b-instruct_grpo_lambda.sh")],
+            env=run_script.env({**real, "LAM": "2"}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ),
+        "megatron": subprocess.Popen(
+            ["bash", str(RECIPES / "run_llama3.1-8b-instruct_grpo_lambda_megatron_multinode.sh")],
+            env=run_script.env({**real, "VERL_LAMBDA_DRY_RUN": "1", "NNODES": "2"}),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ),
+    }
+    out = {name: job.communicate(timeout=300) + (job.returncode,) for name, job in jobs.items()}
+
+    stdout, stderr, rc = out["lam"]
+    assert rc == 2
+    assert stderr.strip() == (
+        "verl_lambda.main_ppo: error: actor_rollout_ref.actor.policy_loss.lam must be a number in [0, 1], got 2"
+    )
+    stdout, stderr, rc = out["megatron"]
+    assert rc == 0, stderr
+    assert re.search(r"actor engine\s+megatron TP 2 x PP 1 x CP 2 -> DP 4$", stdout, re.M)
+    assert re.search(r"GPUs\s+16 = 2 node\(s\) x 8$", stdout, re.M)
+    assert "dry run: config composed and checked, Ray not started" in stdout
+
+
+def test_multinode_recipe_submits_a_ray_job_with_the_runtime_env(run_script, tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    record = tmp_path / "ray_args.txt"
+    (fake_bin / "ray").write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "{record}"\n')
+    (fake_bin / "ray").chmod(0o755)
+    name = "run_qwen2.5-7b-instruct_grpo_lambda_megatron_multinode.sh"
+    result = run_script(name, "trainer.save_freq=10", env={"NNODES": "2", "DATA_DIR": str(tmp_path)}, path_prefix=fake_bin)
+    assert result.returncode == 0, result.stderr
+    args = record.read_text().splitlines()
+    assert args[:2] == ["job", "submit"]
+    assert f"--runtime-env={RECIPES / 'runtime_env.yaml'}" in args
+    assert "--address=http://127.0.0.1:8265" in args
+    entry = args[args.index("--") + 1:]
+    assert entry[:3] == ["python3", "-m", "verl_lambda.main_ppo"]
+    assert "trainer.nnodes=2" in entry and "model_engine=megatron" in entry
+    assert "actor_rollout_ref.actor.megatron.context_parallel_size=2" in entry
+    assert entry[-1] == "trainer.save_freq=10"
+
+
+def test_runtime_env_carries_the_plugin_registration():
+    env = yaml.safe_load((RECIPES / "runtime_env.yaml").read_text())
+    assert env["env_vars"]["VERL_USE_EXTERNAL_MODULES"] == "verl_lambda.register"
+    assert all(isinstance(v, str) for v in env["env_vars"].values())  # Ray wants string values
+
+
+def test_eval_script_dry_run(dry_run, tmp_path):
+    result, cfg = dry_run("eval_math.sh", N_SAMPLES="4", LABEL="base model", OUT_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "would add the row 'base model'" in result.stdout
+    c = flatten(cfg)
+    assert c["trainer.val_only"] is True and c["trainer.val_before_train"] is True
+    assert c["actor_rollout_ref.rollout.val_kwargs.n"] == 4
+    assert c["actor_rollout_ref.rollout.val_kwargs.do_sample"] is True
+    assert c["actor_rollout_ref.rollout.val_kwargs.temperature"] == 0.6
+    assert c["data.val_files"] == [f"{dry_run.data_dir}/{s}.parquet" for s in BENCHMARKS]
+    assert "file" in c["trainer.logger"]
+    assert c["ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"] == f"{tmp_path}/base_model.metrics.jsonl"
+    assert c["reward.custom_reward_function.path"] == "pkg://verl_lambda.math_reward"

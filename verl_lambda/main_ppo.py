@@ -1,0 +1,228 @@
+"""``python -m verl_lambda.main_ppo``: verl's ``main_ppo`` with GRPO-λ checked before Ray starts.
+
+Takes exactly the arguments of ``python -m verl.trainer.main_ppo`` (same config tree, Hydra
+overrides, ``--config-name ppo_megatron_trainer`` or ``model_engine=megatron``) and then:
+
+1. composes the config with Hydra and adds
+   ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_lambda.register``
+   (kept alongside modules already listed there), so every Ray process registers the plugin;
+2. checks it as a whole (:func:`verl_lambda.launch_checks.check_launch`) and runs verl's own
+   ``validate_config``; any problem ends the launch with one line on stderr and exit status 2;
+3. prints the resolved GRPO-λ settings and the effective batch / length numbers;
+4. hands the same arguments to ``verl.trainer.main_ppo.main`` — or, in a dry run, exits 0
+   without starting Ray.
+
+Dry run: ``--dry-run`` or ``VERL_LAMBDA_DRY_RUN=1``; works on a CPU-only machine.
+``--save-config PATH`` writes the composed config, interpolations resolved, as YAML before launching.
+
+A ``+key=value`` for a key that an earlier argument already set overrides it (plain Hydra would
+refuse), so ``bash recipes/<recipe>.sh +actor_rollout_ref.actor.policy_loss.lam=0.9`` works.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+__all__ = ["main", "compose_config", "parse_args", "LaunchArgs", "DRY_RUN_ENV"]
+
+PROG = "verl_lambda.main_ppo"
+DRY_RUN_ENV = "VERL_LAMBDA_DRY_RUN"
+_VALUE_FLAGS = {"--config-name": "config_name", "-cn": "config_name", "--config-path": "config_path",
+                "-cp": "config_path", "--config-dir": "config_dir", "-cd": "config_dir"}
+
+
+@dataclass
+class LaunchArgs:
+    """The command line split into what the launcher reads and what goes to verl."""
+
+    overrides: list[str] = field(default_factory=list)
+    config_name: str = "ppo_trainer"
+    config_path: Optional[str] = None
+    config_dir: Optional[str] = None
+    dry_run: bool = False
+    save_config: Optional[str] = None
+    hydra_flags: list[str] = field(default_factory=list)  # --help, --cfg, --multirun, ...: straight to verl
+    passthrough: list[str] = field(default_factory=list)  # argv without the launcher's own flags, as given
+
+    def verl_argv(self) -> list[str]:
+        """Arguments for verl's Hydra main (without the launcher's own flags)."""
+        if self.hydra_flags:  # not composed here: hand everything over in its original order
+            return list(self.passthrough)
+        argv = []
+        for name, flag in (("config_name", "--config-name"), ("config_path", "--config-path"), ("config_dir", "--config-dir")):
+            value = getattr(self, name)
+            if value is not None and not (name == "config_name" and value == "ppo_trainer"):
+                argv.append(f"{flag}={value}")
+        return argv + self.hydra_flags + self.overrides
+
+
+class _UsageError(ValueError):
+    pass
+
+
+def _override_key(arg: str) -> str:
+    return arg.lstrip("~+").split("=", 1)[0]
+
+
+def parse_args(argv: Sequence[str]) -> LaunchArgs:
+    """Split ``argv``; a later ``+key=...`` of an already set key becomes ``++key=...``."""
+    args = LaunchArgs()
+    seen: set[str] = set()
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        flag, eq, value = arg.partition("=")
+        if flag in _VALUE_FLAGS or flag == "--save-config":
+            if not eq:  # "--flag value"
+                if i + 1 == len(items):
+                    raise _UsageError(f"{flag} needs a value")
+                i += 1
+                value = items[i]
+            if flag == "--save-config":
+                args.save_config = value
+            else:
+                setattr(args, _VALUE_FLAGS[flag], value)
+                args.passthrough += [flag, value]
+        elif arg == "--dry-run":
+            args.dry_run = True
+        elif arg.startswith("-"):  # other Hydra flags (--help, --cfg, --multirun, ...); overrides never start with "-"
+            args.hydra_flags.append(arg)
+            args.passthrough.append(arg)
+        else:
+            key = _override_key(arg)
+            if arg.startswith("+") and not arg.startswith("++") and key in seen:
+                arg = "+" + arg
+            seen.add(key)
+            args.overrides.append(arg)
+            args.passthrough.append(arg)
+        i += 1
+    return args
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _verl_trainer_dir() -> str:
+    import verl.trainer
+
+    return os.path.dirname(os.path.abspath(verl.trainer.__file__))
+
+
+def compose_config(args: LaunchArgs):
+    """Compose the config verl's ``main_ppo`` would receive for ``args`` (no Ray, no GPU)."""
+    from hydra import compose, initialize_config_dir
+
+    trainer_dir = _verl_trainer_dir()
+    if args.config_path is None:
+        config_dir = os.path.join(trainer_dir, "config")
+    else:  # Hydra reads a relative --config-path from the directory of verl's main_ppo.py
+        config_dir = os.path.join(trainer_dir, os.path.expanduser(args.config_path))
+    overrides = list(args.overrides)
+    if args.config_dir:
+        overrides.append(f"hydra.searchpath=[file://{os.path.abspath(os.path.expanduser(args.config_dir))}]")
+    with initialize_config_dir(config_dir=os.path.abspath(config_dir), version_base=None, job_name="main_ppo"):
+        return compose(config_name=args.config_name, overrides=overrides)
+
+
+def _run_verl_validate(cfg) -> str:
+    """verl's own ``validate_config``; returns what happened (raises LaunchError on a bad config)."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    from verl_lambda.launch_checks import LaunchError, one_line
+
+    try:
+        with warnings.catch_warnings():  # need_critic's "Disabled critic" notice; verl's main repeats it
+            warnings.simplefilter("ignore", UserWarning)
+            use_critic = need_critic(cfg)
+        validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=use_critic)
+    except ImportError as err:  # e.g. the vLLM LoRA check imports vLLM, absent on a CPU machine
+        return f"partly skipped on this machine ({one_line(err)})"
+    except Exception as err:
+        raise LaunchError(f"verl validate_config: {one_line(err)}") from None
+    return "passed"
+
+
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the launcher on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except _UsageError as err:
+        return _error(str(err))
+    dry_run = args.dry_run or _env_flag(DRY_RUN_ENV)
+    if args.hydra_flags:
+        if dry_run:
+            return _error(f"a dry run composes one config; drop the Hydra flag {args.hydra_flags[0]}")
+        return _delegate(args)
+
+    # This process only composes and checks (the GPUs are used by Ray workers): without this filter,
+    # verl's accelerator probe warns about a missing GPU on CPU-only machines and head nodes.
+    logging.getLogger("verl.plugin.platform.platform_manager").addFilter(lambda record: record.levelno >= logging.ERROR)
+
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    from verl.utils.device import auto_set_device
+
+    from verl_lambda.launch_checks import LaunchError, check_launch, one_line, registration_override, summary_lines
+
+    try:
+        cfg = compose_config(args)
+        override = registration_override(cfg)
+        if override is not None:  # verl gets it as an override; this copy gets the same value directly
+            args.overrides.append(override)
+            key, value = override.lstrip("+").split("=", 1)
+            OmegaConf.update(cfg, key, value.strip("'"), force_add=True)
+        auto_set_device(cfg)
+        report = check_launch(cfg, dry_run=dry_run)
+        verl_check = _run_verl_validate(cfg)
+    except LaunchError as err:
+        return _error(str(err))
+    except (HydraException, OmegaConfBaseException) as err:  # unknown keys, bad override syntax, ...
+        return _error(one_line(err))
+
+    config_name = args.config_name + ("" if args.config_dir is None else f" (+ {args.config_dir})")
+    print(f"[{PROG}] config {config_name}, {len(args.overrides)} overrides")
+    for line in summary_lines(cfg, report):
+        print(f"[{PROG}] {line}")
+    print(f"[{PROG}] verl validate_config: {verl_check}")
+    if args.save_config:
+        path = os.path.expanduser(args.save_config)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        OmegaConf.save(cfg, path, resolve=True)
+        print(f"[{PROG}] resolved config written to {path}")
+    if dry_run:
+        print(f"[{PROG}] dry run: config composed and checked, Ray not started")
+        return 0
+    return _delegate(args)
+
+
+def _delegate(args: LaunchArgs) -> int:
+    """Hand the arguments to ``verl.trainer.main_ppo.main`` (Hydra reads them from sys.argv)."""
+    import verl.trainer.main_ppo as verl_main_ppo
+
+    from verl_lambda.register import check_registered
+
+    try:
+        check_registered()
+    except RuntimeError as err:
+        return _error(str(err))
+    sys.argv = [verl_main_ppo.__file__, *args.verl_argv()]
+    verl_main_ppo.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
