@@ -1,0 +1,624 @@
+r"""GRPO-λ inside OpenRLHF 0.11.x, without forking it (installed as ``verl_lambda.patches.openrlhf``).
+
+OpenRLHF has no registry for advantage estimators or policy losses, so this module replaces two
+methods on OpenRLHF's classes while GRPO-λ is switched on:
+
+* ``RemoteExperienceMaker.compute_advantages_and_returns`` (runs in the ``PPOTrainer`` Ray actor).
+  OpenRLHF's own method runs first (length penalties, ``group_norm`` / ``dr_grpo`` bookkeeping,
+  logging); then ``advantages`` and ``returns`` of every experience are replaced by the GRPO-λ
+  critic-free TD error, computed by the verl estimator
+  :func:`verl_lambda.register.compute_grpo_lambda_outcome_advantage` on the same (penalised)
+  rewards and prompt groups::
+
+      δ_i = max((R_i − mean_g) / (std_g + 1e-6), adv_clamp)      (group_norm)
+      δ_i = max(R_i − mean_g, adv_clamp)                         (dr_grpo)
+
+  on every response token. It is OpenRLHF's ``group_norm`` followed by the clamp, with verl's
+  ε = 1e-6 in place of OpenRLHF's 1e-9, so both frameworks give the same numbers.
+* ``PolicyLoss.forward`` (runs in the ``PolicyModelActor`` Ray actors). The per-token loss matrix
+  comes from :func:`verl_lambda.objective.traced_ppo_token_losses` (the same function the verl
+  loss calls) with OpenRLHF's clip settings (``--actor.eps_clip_low_high``, ``--actor.dual_clip``)
+  and OpenRLHF's own train/rollout importance-sampling weights (``--algo.advantage.is_correction_*``),
+  and is reduced by OpenRLHF's own ``aggregate_loss`` (``--actor.loss_agg_mode``, global token and
+  sample counts, ``dp_size``).
+
+Both patches must run inside OpenRLHF's Ray actor processes. :func:`apply` is written to be Ray's
+``worker_process_setup_hook`` (``"verl_lambda.patches.openrlhf.apply"``): it reads the settings from
+environment variables and patches OpenRLHF's classes when their modules are imported (at once if
+they already are), so a worker that never loads OpenRLHF's loss or experience maker pays nothing.
+The launcher ``python -m verl_lambda.openrlhf`` sets all of this up.
+
+Environment variables (all strings; unset means the default):
+
+======================================  ===========================================  =========
+variable                                meaning                                      default
+======================================  ===========================================  =========
+``GRPO_LAMBDA``                         ``1`` switches GRPO-λ on                      off
+``GRPO_LAMBDA_LAM``                     λ of the trace, in [0, 1]                     0.99
+``GRPO_LAMBDA_GAMMA``                   γ of the trace, in [0, 1]                     1.0
+``GRPO_LAMBDA_TRACE``                   ``recent`` or ``both``                        recent
+``GRPO_LAMBDA_TRACE_EPSILON``           ε floor of the weights, in [0, 1]             0.0
+``GRPO_LAMBDA_TRACE_NORM``              ``none`` or ``sum``                           none
+``GRPO_LAMBDA_ADV_CLAMP``               clamp c ≤ 0 of the advantage, or ``none``     -0.1
+``GRPO_LAMBDA_ALLOW_UNTESTED_OPENRLHF`` ``1`` accepts an OpenRLHF outside the tested  off
+                                        range whose patched methods keep their
+                                        signatures
+======================================  ===========================================  =========
+
+Version policy: the patched methods are checked against the signatures of OpenRLHF 0.11.0–0.11.2
+(:data:`SUPPORTED_OPENRLHF`). A different signature is always refused with
+:class:`UnsupportedOpenRLHF`; a version outside the range with the same signatures is refused
+unless ``GRPO_LAMBDA_ALLOW_UNTESTED_OPENRLHF=1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.abc
+import importlib.metadata
+import inspect
+import itertools
+import logging
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+from verl_lambda.objective import traced_ppo_token_losses
+from verl_lambda.trace import check_trace_settings
+
+__all__ = [
+    "ENV_SWITCH",
+    "ENV_VARS",
+    "ENV_ALLOW_UNTESTED",
+    "SUPPORTED_OPENRLHF",
+    "TESTED_OPENRLHF",
+    "GROUP_ESTIMATORS",
+    "Settings",
+    "UnsupportedOpenRLHF",
+    "apply",
+    "remove",
+    "active_settings",
+    "patch_status",
+    "settings_from_env",
+    "parse_settings",
+    "check_version",
+    "check_policy_loss",
+    "check_experience_maker",
+    "check_openrlhf",
+    "grpo_lambda_advantages",
+]
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_OPENRLHF = ">=0.11.0,<0.12"
+TESTED_OPENRLHF = "0.11.2"
+
+ENV_SWITCH = "GRPO_LAMBDA"
+ENV_ALLOW_UNTESTED = "GRPO_LAMBDA_ALLOW_UNTESTED_OPENRLHF"
+#: setting name -> environment variable
+ENV_VARS = {
+    "lam": "GRPO_LAMBDA_LAM",
+    "gamma": "GRPO_LAMBDA_GAMMA",
+    "trace": "GRPO_LAMBDA_TRACE",
+    "trace_epsilon": "GRPO_LAMBDA_TRACE_EPSILON",
+    "trace_norm": "GRPO_LAMBDA_TRACE_NORM",
+    "adv_clamp": "GRPO_LAMBDA_ADV_CLAMP",
+}
+
+#: OpenRLHF advantage estimators GRPO-λ builds on, and whether each divides by the group std.
+GROUP_ESTIMATORS = {"group_norm": True, "dr_grpo": False}
+
+_LOSS_MODULE = "openrlhf.models.loss"
+_MAKER_MODULE = "openrlhf.trainer.ppo_utils.experience_maker"
+_PATCH_MARK = "__grpo_lambda_patch__"
+
+# Signatures of the patched / called OpenRLHF functions (0.11.0–0.11.2).
+_FORWARD_PARAMS = (
+    "self",
+    "log_probs",
+    "old_log_probs",
+    "advantages",
+    "action_mask",
+    "rollout_log_probs",
+    "dp_size",
+    "batch_num_tokens",
+    "global_batch_size",
+)
+_AGGREGATE_PARAMS = ("loss", "loss_mask", "token_level_loss", "dp_size", "batch_num_tokens", "global_batch_size")
+_INIT_PARAMS = ("clip_eps_low", "clip_eps_high", "dual_clip", "token_level_loss", "policy_loss_type")
+_ADVANTAGE_PARAMS = ("self", "experiences")
+
+
+# ──────────────────────────────────────────────────────────────────────────── settings
+
+
+_NO_CLAMP = ("none", "null", "off")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """GRPO-λ settings for OpenRLHF (same meaning and defaults as the verl configs).
+
+    Args:
+        lam, gamma: trace decay γλ, each in [0, 1] (verl: ``policy_loss.lam`` / ``.gamma``).
+        trace: ``"recent"`` or ``"both"`` (verl: ``policy_loss.trace``).
+        trace_epsilon: weight floor ε in [0, 1]; 0 disables it.
+        trace_norm: ``"none"`` (paper) or ``"sum"``.
+        adv_clamp: negative-advantage clamp c ≤ 0, or None for no clamp
+            (verl: ``algorithm.grpo_lambda.adv_clamp``).
+    """
+
+    lam: float = 0.99
+    gamma: float = 1.0
+    trace: str = "recent"
+    trace_epsilon: float = 0.0
+    trace_norm: str = "none"
+    adv_clamp: Optional[float] = -0.1
+
+    def __post_init__(self):
+        check_trace_settings(self.lam, self.gamma, self.trace, self.trace_epsilon, self.trace_norm)
+        clamp = self.adv_clamp
+        if clamp is not None and (
+            isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not float(clamp) <= 0.0
+        ):
+            raise ValueError(f"adv_clamp must be a number ≤ 0 or none, got {clamp!r}")
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that switch GRPO-λ on with these settings."""
+        env = {ENV_SWITCH: "1"}
+        for name, value in asdict(self).items():
+            if value is None:
+                text = "none"
+            elif isinstance(value, str):
+                text = value
+            else:
+                text = repr(float(value))  # round-trips exactly
+            env[ENV_VARS[name]] = text
+        return env
+
+
+def _rename(err: Exception, field: str, name: str) -> str:
+    """Error text with the leading setting name replaced by where it came from (flag or variable)."""
+    text = str(err)
+    return name + text[len(field) :] if text.startswith(field + " ") else f"{name}: {text}"
+
+
+def parse_settings(raw: Mapping[str, str], names: Optional[Mapping[str, str]] = None) -> Settings:
+    """Build :class:`Settings` from strings; errors name the source (``names[field]``, e.g. a flag).
+
+    ``raw`` maps setting names (``lam``, ``adv_clamp``, …) to strings; missing ones keep defaults.
+    Raises ``ValueError`` with a one-line message.
+    """
+    names = dict(names or {})
+    values: dict[str, Any] = {}
+    for field, text in raw.items():
+        name = names.get(field, field)
+        if field not in ENV_VARS:
+            raise ValueError(f"{name} is not a GRPO-λ setting; allowed: {sorted(ENV_VARS)}")
+        text = str(text).strip()
+        if field in ("trace", "trace_norm"):
+            values[field] = text
+        elif field == "adv_clamp" and text.lower() in _NO_CLAMP:
+            values[field] = None
+        else:
+            try:
+                values[field] = float(text)
+            except ValueError:
+                raise ValueError(f"{name} expects a number, got {text!r}") from None
+    try:
+        return Settings(**values)
+    except ValueError as err:
+        for field in sorted(ENV_VARS, key=len, reverse=True):  # trace_epsilon before trace
+            if str(err).startswith(field + " "):
+                raise ValueError(_rename(err, field, names.get(field, field))) from None
+        raise
+
+
+def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Settings]:
+    """Settings from ``GRPO_LAMBDA_*`` variables, or None when ``GRPO_LAMBDA`` is not ``1``/``true``."""
+    environ = os.environ if environ is None else environ
+    switch = environ.get(ENV_SWITCH, "").strip().lower()
+    if switch in ("", "0", "false", "no", "off"):
+        return None
+    if switch not in ("1", "true", "yes", "on"):
+        raise ValueError(f"{ENV_SWITCH} must be 1 or 0, got {environ.get(ENV_SWITCH)!r}")
+    raw = {field: environ[var] for field, var in ENV_VARS.items() if var in environ}
+    return parse_settings(raw, ENV_VARS)
+
+
+# ─────────────────────────────────────────────────────────────────── version checks
+
+
+class UnsupportedOpenRLHF(RuntimeError):
+    """The installed OpenRLHF is not one the patches are written for."""
+
+
+def _supported_text() -> str:
+    return f"openrlhf{SUPPORTED_OPENRLHF} (tested with {TESTED_OPENRLHF})"
+
+
+def _installed_version() -> Optional[str]:
+    try:
+        return importlib.metadata.version("openrlhf")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _in_supported_range(version: Optional[str]) -> bool:
+    if version is None:
+        return False
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version) in SpecifierSet(SUPPORTED_OPENRLHF)
+    except InvalidVersion:
+        return False
+
+
+def check_version(version: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """Refuse an OpenRLHF outside :data:`SUPPORTED_OPENRLHF` (unless explicitly allowed).
+
+    ``version`` defaults to the installed distribution's. Returns the version checked.
+    """
+    environ = os.environ if environ is None else environ
+    version = _installed_version() if version is None else version
+    if _in_supported_range(version):
+        return version
+    if environ.get(ENV_ALLOW_UNTESTED, "").strip().lower() in ("1", "true", "yes", "on"):
+        logger.warning("GRPO-λ: openrlhf %s is outside %s; going on (%s=1)", version, _supported_text(), ENV_ALLOW_UNTESTED)
+        return version
+    found = "no openrlhf distribution metadata" if version is None else f"openrlhf {version}"
+    raise UnsupportedOpenRLHF(
+        f"GRPO-λ's OpenRLHF adapter supports {_supported_text()}; found {found}. "
+        f"Install openrlhf{SUPPORTED_OPENRLHF}, or set {ENV_ALLOW_UNTESTED}=1 to try a version whose "
+        "patched methods keep the same signatures"
+    )
+
+
+def _param_names(fn: Callable) -> tuple[str, ...]:
+    return tuple(inspect.signature(inspect.unwrap(fn)).parameters)
+
+
+def _signature_error(what: str, got: tuple[str, ...], expected: tuple[str, ...], version: Optional[str]) -> UnsupportedOpenRLHF:
+    found = "this openrlhf" if version is None else f"openrlhf {version}"
+    return UnsupportedOpenRLHF(
+        f"GRPO-λ's OpenRLHF adapter supports {_supported_text()}: {found} has {what}({', '.join(got)}), "
+        f"the adapter needs {what}({', '.join(expected)})"
+    )
+
+
+def check_policy_loss(policy_loss_cls: type, aggregate_fn: Optional[Callable], version: Optional[str] = None) -> None:
+    """Refuse a ``PolicyLoss`` / ``aggregate_loss`` whose signatures differ from OpenRLHF 0.11.x."""
+    found = "this openrlhf" if version is None else f"openrlhf {version}"
+    if aggregate_fn is None:
+        raise UnsupportedOpenRLHF(
+            f"GRPO-λ's OpenRLHF adapter supports {_supported_text()}: {found} has no openrlhf.models.loss.aggregate_loss"
+        )
+    got = _param_names(policy_loss_cls.forward)
+    if got != _FORWARD_PARAMS:
+        raise _signature_error("PolicyLoss.forward", got, _FORWARD_PARAMS, version)
+    init = _param_names(policy_loss_cls.__init__)
+    if not set(_INIT_PARAMS) <= set(init):
+        raise _signature_error("PolicyLoss.__init__", init, ("self", *_INIT_PARAMS, "..."), version)
+    got = _param_names(aggregate_fn)
+    if got != _AGGREGATE_PARAMS:
+        raise _signature_error("aggregate_loss", got, _AGGREGATE_PARAMS, version)
+    if "aggregate_loss" not in inspect.unwrap(policy_loss_cls.forward).__code__.co_names:
+        raise UnsupportedOpenRLHF(
+            f"GRPO-λ's OpenRLHF adapter supports {_supported_text()}: the PolicyLoss.forward of {found} does "
+            "not reduce its loss through aggregate_loss"
+        )
+
+
+def check_experience_maker(maker_cls: type, version: Optional[str] = None) -> None:
+    """Refuse a ``RemoteExperienceMaker.compute_advantages_and_returns`` with another signature."""
+    got = _param_names(maker_cls.compute_advantages_and_returns)
+    if got != _ADVANTAGE_PARAMS:
+        raise _signature_error("RemoteExperienceMaker.compute_advantages_and_returns", got, _ADVANTAGE_PARAMS, version)
+
+
+def check_openrlhf() -> Optional[str]:
+    """Import OpenRLHF's patched modules and run every check; returns the installed version."""
+    version = check_version()
+    loss_module = importlib.import_module(_LOSS_MODULE)
+    check_policy_loss(loss_module.PolicyLoss, getattr(loss_module, "aggregate_loss", None), version)
+    maker_module = importlib.import_module(_MAKER_MODULE)
+    check_experience_maker(maker_module.RemoteExperienceMaker, version)
+    return version
+
+
+# ───────────────────────────────────────────────────────────────────────── advantage
+
+
+def _estimator_error(estimator: str) -> ValueError:
+    return ValueError(
+        "GRPO-λ builds on a group baseline: --algo.advantage.estimator must be one of "
+        f"{sorted(GROUP_ESTIMATORS)}, got {estimator!r}"
+    )
+
+
+def grpo_lambda_advantages(experiences: list, n_samples_per_prompt: int, estimator: str, settings: Settings) -> list:
+    """Set ``advantages``/``returns`` of OpenRLHF experiences to the GRPO-λ TD error (in place).
+
+    Groups are OpenRLHF's: sample ``k`` (``experience.index``, its place in the rollout batch)
+    belongs to prompt ``k // n_samples_per_prompt``. Rewards are ``experience.rewards`` after
+    OpenRLHF's length penalties. The numbers come from the verl estimator.
+    """
+    from verl_lambda.register import compute_grpo_lambda_outcome_advantage
+
+    if estimator not in GROUP_ESTIMATORS:
+        raise _estimator_error(estimator)
+    if not experiences:
+        return experiences
+    sizes = [len(e.index) for e in experiences]
+    scores = torch.cat([e.rewards.reshape(-1) for e in experiences])
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    groups = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)), dtype=torch.long)
+    groups = (groups // int(n_samples_per_prompt)).numpy()
+    config = {"grpo_lambda": {"adv_clamp": settings.adv_clamp}, "norm_adv_by_std_in_grpo": GROUP_ESTIMATORS[estimator]}
+    per_sample, _ = compute_grpo_lambda_outcome_advantage(
+        scores.unsqueeze(-1), torch.ones_like(scores).unsqueeze(-1), config, index=groups
+    )
+    for experience, value in zip(experiences, per_sample[:, 0].split(sizes)):
+        mask = experience.action_mask
+        advantages = value.to(mask.device).unsqueeze(-1) * mask.to(value.dtype)
+        experience.advantages = advantages
+        experience.returns = advantages.clone()
+    return experiences
+
+
+def _check_trainer_args(maker: Any) -> tuple[str, int]:
+    args = maker.strategy.args
+    estimator = args.algo.advantage.estimator
+    if estimator not in GROUP_ESTIMATORS:
+        raise _estimator_error(estimator)
+    kl_in_reward = getattr(maker, "initial_model_group", None) is not None and not args.algo.kl.use_loss
+    if kl_in_reward and float(getattr(maker.kl_ctl, "value", 0.0)) > 0.0:
+        raise ValueError(
+            "GRPO-λ needs the KL penalty as a loss term, not in the reward: add --algo.kl.use_loss "
+            "or set --algo.kl.init_coef 0"
+        )
+    return estimator, int(args.rollout.n_samples_per_prompt)
+
+
+def _make_advantage_patch(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def compute_advantages_and_returns(self, experiences):
+        settings = _ACTIVE
+        if settings is None:
+            return original(self, experiences)
+        estimator, n_samples = _check_trainer_args(self)
+        experiences = original(self, experiences)
+        return grpo_lambda_advantages(experiences, n_samples, estimator, settings)
+
+    setattr(compute_advantages_and_returns, _PATCH_MARK, True)
+    return compute_advantages_and_returns
+
+
+# ────────────────────────────────────────────────────────────────────────────── loss
+
+
+_PROBE_LOCK = threading.Lock()
+
+
+def _openrlhf_is_weights(original: Callable, policy_loss: Any, old_log_probs, action_mask, rollout_log_probs):
+    """OpenRLHF's own train/rollout IS weights per token, and the tail of its return tuple.
+
+    Runs OpenRLHF's ``forward`` at ratio 1 and advantage −1, where its per-token PPO loss is exactly
+    1, and reads the matrix it hands to ``aggregate_loss``: that matrix is the IS weight (1 where
+    the correction is off). The tail (``vllm_kl``, ``is_filter_ratio`` in 0.11.2) depends only on
+    the old and rollout log-probs, so it is OpenRLHF's value as is.
+    """
+    captured = []
+
+    def capture(loss, *args, **kwargs):
+        captured.append(loss)
+        return loss.new_zeros(())
+
+    namespace = original.__globals__
+    with _PROBE_LOCK, torch.no_grad():
+        real = namespace["aggregate_loss"]
+        namespace["aggregate_loss"] = capture
+        try:
+            old = old_log_probs.detach()
+            out = original(policy_loss, old, old, torch.full_like(old, -1.0), action_mask, rollout_log_probs)
+        finally:
+            namespace["aggregate_loss"] = real
+    if len(captured) != 1:
+        raise UnsupportedOpenRLHF(
+            f"GRPO-λ's OpenRLHF adapter supports {_supported_text()}: PolicyLoss.forward called aggregate_loss "
+            f"{len(captured)} times"
+        )
+    weights = torch.where(action_mask.bool(), captured[0], torch.zeros_like(captured[0]))
+    return weights, tuple(out[3:])
+
+
+def _make_loss_patch(original: Callable, aggregate: Callable) -> Callable:
+    @functools.wraps(original)
+    def forward(
+        self,
+        log_probs,
+        old_log_probs,
+        advantages,
+        action_mask=None,
+        rollout_log_probs=None,
+        dp_size=1,
+        batch_num_tokens=None,
+        global_batch_size=None,
+    ):
+        settings = _ACTIVE
+        if settings is None:
+            return original(
+                self, log_probs, old_log_probs, advantages, action_mask, rollout_log_probs,
+                dp_size, batch_num_tokens, global_batch_size,
+            )  # fmt: skip
+        if self.policy_loss_type != "ppo":
+            raise ValueError(
+                "GRPO-λ replaces the PPO ratio by the traced ratio: --actor.policy_loss_type must be ppo, "
+                f"got {self.policy_loss_type!r}"
+            )
+        mask = torch.ones_like(log_probs, dtype=torch.bool) if action_mask is None else action_mask
+        weights, tail = _openrlhf_is_weights(original, self, old_log_probs, mask, rollout_log_probs)
+        losses, stats = traced_ppo_token_losses(
+            old_log_probs,
+            log_probs,
+            advantages,
+            mask,
+            lam=settings.lam,
+            gamma=settings.gamma,
+            style=settings.trace,
+            epsilon=settings.trace_epsilon,
+            norm=settings.trace_norm,
+            clip_ratio_low=self.clip_eps_low,
+            clip_ratio_high=self.clip_eps_high,
+            clip_ratio_c=self.dual_clip,
+            rollout_is_weights=weights,
+        )
+        loss = aggregate(
+            losses,
+            mask,
+            token_level_loss=self.token_level_loss,
+            dp_size=dp_size,
+            batch_num_tokens=batch_num_tokens,
+            global_batch_size=global_batch_size,
+        )
+        # Not part of OpenRLHF's fixed return tuple: kept on the module for whoever wants them.
+        self.grpo_lambda_stats = stats
+        return (loss, stats["pg_clipfrac"], stats["ppo_kl"], *tail)
+
+    setattr(forward, _PATCH_MARK, True)
+    return forward
+
+
+# ─────────────────────────────────────────────────────────────────────────── patching
+
+
+_ACTIVE: Optional[Settings] = None
+_ORIGINALS: dict[tuple[type, str], Callable] = {}
+
+
+def _is_patched(fn: Any) -> bool:
+    return bool(getattr(fn, _PATCH_MARK, False))
+
+
+def _patch_loss_module(module: Any) -> None:
+    cls = module.PolicyLoss
+    if _is_patched(cls.forward):
+        return
+    check_policy_loss(cls, getattr(module, "aggregate_loss", None), check_version())
+    _ORIGINALS[(cls, "forward")] = cls.forward
+    cls.forward = _make_loss_patch(cls.forward, module.aggregate_loss)
+    logger.info("GRPO-λ: patched %s.PolicyLoss.forward (%s)", module.__name__, _ACTIVE)
+
+
+def _patch_maker_module(module: Any) -> None:
+    cls = module.RemoteExperienceMaker
+    if _is_patched(cls.compute_advantages_and_returns):
+        return
+    check_experience_maker(cls, check_version())
+    _ORIGINALS[(cls, "compute_advantages_and_returns")] = cls.compute_advantages_and_returns
+    cls.compute_advantages_and_returns = _make_advantage_patch(cls.compute_advantages_and_returns)
+    logger.info("GRPO-λ: patched %s.RemoteExperienceMaker.compute_advantages_and_returns (%s)", module.__name__, _ACTIVE)
+
+
+_PATCHERS = {_LOSS_MODULE: _patch_loss_module, _MAKER_MODULE: _patch_maker_module}
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    """Runs the real loader, then patches the freshly executed module."""
+
+    def __init__(self, inner: Any, patcher: Callable[[Any], None]):
+        self._inner = inner
+        self._patcher = patcher
+
+    def create_module(self, spec):
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module):
+        self._inner.exec_module(module)
+        self._patcher(module)
+
+    def __getattr__(self, name):  # get_source, get_resource_reader, … of the real loader
+        return getattr(self._inner, name)
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Meta-path finder that wraps the loaders of OpenRLHF's patched modules."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        patcher = _PATCHERS.get(fullname)
+        if patcher is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _PatchingLoader(spec.loader, patcher)
+        return spec
+
+
+_FINDER = _PatchOnImport()
+
+
+def apply(settings: Optional[Settings] = None) -> bool:
+    """Switch GRPO-λ on in this process (Ray ``worker_process_setup_hook``; idempotent).
+
+    Without ``settings`` they come from the ``GRPO_LAMBDA*`` environment variables, and nothing is
+    patched unless ``GRPO_LAMBDA=1``. OpenRLHF modules already imported are patched at once (after
+    the version and signature checks, which raise :class:`UnsupportedOpenRLHF`); the others when
+    they are first imported. Returns whether GRPO-λ is on.
+    """
+    global _ACTIVE
+    if settings is None:
+        settings = settings_from_env()
+        if settings is None:
+            return False
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings must be a verl_lambda.patches.openrlhf.Settings, got {type(settings).__name__}")
+    _ACTIVE = settings
+    for name, patcher in _PATCHERS.items():
+        module = sys.modules.get(name)
+        if module is not None:
+            patcher(module)
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
+    return True
+
+
+def remove() -> None:
+    """Restore OpenRLHF's methods and switch GRPO-λ off in this process."""
+    global _ACTIVE
+    _ACTIVE = None
+    while _FINDER in sys.meta_path:
+        sys.meta_path.remove(_FINDER)
+    for (cls, name), original in list(_ORIGINALS.items()):
+        setattr(cls, name, original)
+        del _ORIGINALS[(cls, name)]
+
+
+def active_settings() -> Optional[Settings]:
+    """The settings GRPO-λ runs with in this process, or None when it is off."""
+    return _ACTIVE
+
+
+def patch_status() -> dict[str, bool]:
+    """Whether each OpenRLHF method is patched in this process (False when its module is not loaded)."""
+    loss = sys.modules.get(_LOSS_MODULE)
+    maker = sys.modules.get(_MAKER_MODULE)
+    return {
+        "PolicyLoss.forward": loss is not None and _is_patched(loss.PolicyLoss.forward),
+        "RemoteExperienceMaker.compute_advantages_and_returns": maker is not None
+        and _is_patched(maker.RemoteExperienceMaker.compute_advantages_and_returns),
+    }

@@ -1,0 +1,269 @@
+r"""Run OpenRLHF's PPO trainer with GRPO-λ.
+
+    python -m verl_lambda.openrlhf [--lambda.<setting> VALUE ...] <openrlhf.cli.train_ppo_ray args>
+
+The ``--lambda.*`` options (anywhere on the line) are taken out; every other argument goes to
+OpenRLHF's ``openrlhf.cli.train_ppo_ray`` unchanged. Settings (defaults as in verl):
+
+    --lambda.lam 0.99            λ of the eligibility trace, in [0, 1]
+    --lambda.gamma 1.0           γ of the trace, in [0, 1]
+    --lambda.trace recent        recent | both
+    --lambda.trace_epsilon 0     floor ε on the trace weights, in [0, 1] (0: off)
+    --lambda.trace_norm none     none | sum (divide ℓ_t by its weight sum)
+    --lambda.adv_clamp -0.1      clamp c ≤ 0 of the advantage, or none
+
+Each can also come from its environment variable (``GRPO_LAMBDA_LAM``, ``GRPO_LAMBDA_TRACE``, …);
+a flag wins over the variable. What happens, in order:
+
+1. the settings are checked, and so are the OpenRLHF options GRPO-λ depends on
+   (``--algo.advantage.estimator group_norm`` or ``dr_grpo``, ``--actor.policy_loss_type ppo``,
+   KL as a loss term); then the installed OpenRLHF's version and the signatures of the methods
+   the patches replace. Any problem ends the run here, before Ray starts, with one line on stderr
+   and exit status 2;
+2. OpenRLHF's CLI module runs as ``__main__`` (as ``python -m openrlhf.cli.train_ppo_ray`` would).
+   When it starts Ray, its own ``runtime_env`` (its environment-variable defaults) is extended with
+   ``worker_process_setup_hook="verl_lambda.patches.openrlhf.apply"`` and the GRPO-λ settings as
+   environment variables, so every Ray worker patches OpenRLHF's loss and advantage code
+   (see :mod:`verl_lambda.patches.openrlhf`).
+
+Dry run: ``--dry-run`` or ``VERL_LAMBDA_DRY_RUN=1`` runs steps 1 and 2 up to the point where
+OpenRLHF would start Ray (so OpenRLHF's own parser and checks see the arguments), prints the
+runtime environment Ray would get, and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, Optional
+
+from verl_lambda.patches import openrlhf as patch
+
+__all__ = [
+    "OPENRLHF_CLI",
+    "SETUP_HOOK",
+    "FLAG_PREFIX",
+    "split_lambda_args",
+    "read_settings",
+    "check_trainer_args",
+    "runtime_env_additions",
+    "merge_runtime_env",
+    "DRY_RUN_ENV",
+    "main",
+]
+
+OPENRLHF_CLI = "openrlhf.cli.train_ppo_ray"
+SETUP_HOOK = "verl_lambda.patches.openrlhf.apply"
+FLAG_PREFIX = "--lambda."
+PROG = "verl_lambda.openrlhf"
+DRY_RUN_ENV = "VERL_LAMBDA_DRY_RUN"
+
+
+class LaunchError(ValueError):
+    """A problem found before Ray starts; its text is the one line printed."""
+
+
+def _flag(field: str) -> str:
+    return FLAG_PREFIX + field
+
+
+def split_lambda_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str], bool]:
+    """Take the ``--lambda.*`` options out of ``argv``.
+
+    Returns ``(settings as strings, the other arguments in order, whether --lambda.help was given)``.
+    Accepts ``--lambda.x VALUE`` and ``--lambda.x=VALUE``.
+    """
+    raw: dict[str, str] = {}
+    rest: list[str] = []
+    want_help = False
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith(FLAG_PREFIX):
+            rest.append(token)
+            i += 1
+            continue
+        name, eq, value = token[len(FLAG_PREFIX) :].partition("=")
+        if name == "help":
+            want_help = True
+            i += 1
+            continue
+        if name not in patch.ENV_VARS:
+            allowed = ", ".join(_flag(f) for f in patch.ENV_VARS)
+            raise LaunchError(f"unknown option {FLAG_PREFIX}{name}; GRPO-λ options are {allowed}, {FLAG_PREFIX}help")
+        if not eq:
+            if i + 1 >= len(argv):
+                raise LaunchError(f"{_flag(name)} needs a value")
+            value = argv[i + 1]
+            i += 1
+        raw[name] = value
+        i += 1
+    return raw, rest, want_help
+
+
+def read_settings(argv: Sequence[str], environ: Optional[Mapping[str, str]] = None) -> tuple[patch.Settings, list[str], bool]:
+    """Settings from ``GRPO_LAMBDA_*`` variables overridden by ``--lambda.*`` flags; raises LaunchError."""
+    environ = os.environ if environ is None else environ
+    flags, rest, want_help = split_lambda_args(argv)
+    raw = {field: environ[var] for field, var in patch.ENV_VARS.items() if var in environ}
+    names = {field: var for field, var in patch.ENV_VARS.items() if var in environ}
+    raw.update(flags)
+    names.update({field: _flag(field) for field in flags})
+    try:
+        settings = patch.parse_settings(raw, names)
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+    return settings, rest, want_help
+
+
+def _option(args: Sequence[str], name: str) -> tuple[bool, Optional[str]]:
+    """(present, last value) of an OpenRLHF option given as ``--name V`` or ``--name=V``."""
+    present, value = False, None
+    for i, token in enumerate(args):
+        if token == name:
+            present = True
+            value = args[i + 1] if i + 1 < len(args) else None
+        elif token.startswith(name + "="):
+            present, value = True, token[len(name) + 1 :]
+    return present, value
+
+
+def check_trainer_args(args: Sequence[str]) -> None:
+    """Refuse OpenRLHF options GRPO-λ cannot run with (OpenRLHF checks the rest itself)."""
+    _, estimator = _option(args, "--algo.advantage.estimator")
+    estimator = estimator or "gae"
+    if estimator not in patch.GROUP_ESTIMATORS:
+        raise LaunchError(
+            "GRPO-λ builds on OpenRLHF's group baseline: pass --algo.advantage.estimator group_norm "
+            f"(GRPO) or dr_grpo (no std division), got {estimator}"
+        )
+    _, loss_type = _option(args, "--actor.policy_loss_type")
+    if (loss_type or "ppo") != "ppo":
+        raise LaunchError(f"GRPO-λ replaces the PPO ratio by the traced ratio: --actor.policy_loss_type must be ppo, got {loss_type}")
+    kl_loss, _ = _option(args, "--algo.kl.use_loss")
+    _, init_coef = _option(args, "--algo.kl.init_coef")
+    try:
+        no_kl = init_coef is not None and float(init_coef) <= 0.0
+    except ValueError:
+        no_kl = False  # OpenRLHF's own parser reports it
+    if not kl_loss and not no_kl:
+        raise LaunchError(
+            "GRPO-λ needs the KL penalty as a loss term, not in the reward: add --algo.kl.use_loss "
+            "(e.g. with --algo.kl.estimator k3) or set --algo.kl.init_coef 0"
+        )
+
+
+def runtime_env_additions(settings: patch.Settings, environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+    """What the launcher adds to OpenRLHF's Ray ``runtime_env``."""
+    environ = os.environ if environ is None else environ
+    env_vars = settings.to_env()
+    if patch.ENV_ALLOW_UNTESTED in environ:
+        env_vars[patch.ENV_ALLOW_UNTESTED] = environ[patch.ENV_ALLOW_UNTESTED]
+    return {"worker_process_setup_hook": SETUP_HOOK, "env_vars": env_vars}
+
+
+def merge_runtime_env(base: Optional[Mapping[str, Any]], additions: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` (OpenRLHF's runtime_env) with ``additions``: env vars merged, a different setup hook refused."""
+    merged = dict(base or {})
+    hook = merged.get("worker_process_setup_hook")
+    if hook is not None and hook != additions["worker_process_setup_hook"]:
+        raise RuntimeError(
+            f"OpenRLHF's runtime_env already has worker_process_setup_hook={hook!r}; "
+            f"GRPO-λ needs {additions['worker_process_setup_hook']!r}"
+        )
+    merged["worker_process_setup_hook"] = additions["worker_process_setup_hook"]
+    merged["env_vars"] = {**dict(merged.get("env_vars") or {}), **additions["env_vars"]}
+    return merged
+
+
+def _usage() -> str:
+    lines = [f"usage: python -m {PROG} [{FLAG_PREFIX}SETTING VALUE ...] <{OPENRLHF_CLI} arguments>", ""]
+    defaults = patch.Settings()
+    for field, var in patch.ENV_VARS.items():
+        lines.append(f"  {_flag(field):<26} default {getattr(defaults, field)!s:<8} (env {var})")
+    lines.append(f"\nOpenRLHF's own options: python -m {OPENRLHF_CLI} --help")
+    return "\n".join(lines)
+
+
+def _env_flag(value: Optional[str]) -> bool:
+    return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+class _DryRunDone(Exception):
+    pass
+
+
+def _run_openrlhf(args: Sequence[str]) -> None:
+    """Run OpenRLHF's CLI module as ``__main__`` with ``args`` as its command line."""
+    saved_argv = sys.argv
+    sys.argv = [OPENRLHF_CLI, *args]
+    try:
+        runpy.run_module(OPENRLHF_CLI, run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = saved_argv
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Check everything, then run OpenRLHF's trainer with the GRPO-λ patches in its Ray workers.
+
+    Dry run (``--dry-run`` or ``VERL_LAMBDA_DRY_RUN=1``): OpenRLHF's CLI still parses and checks
+    its arguments, but the launch stops where it would start Ray; exit status 0 when all passed.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    dry_run = _env_flag(os.environ.get(DRY_RUN_ENV)) or "--dry-run" in argv
+    argv = [a for a in argv if a != "--dry-run"]
+    try:
+        settings, rest, want_help = read_settings(argv)
+        if want_help:
+            print(_usage())
+            return 0
+        if "-h" in rest or "--help" in rest:  # OpenRLHF's own help, after ours
+            print(_usage() + "\n", flush=True)
+            _run_openrlhf(rest)
+            return 0
+        check_trainer_args(rest)
+        version = patch.check_openrlhf()
+    except (LaunchError, patch.UnsupportedOpenRLHF) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except ImportError as err:
+        print(f"{PROG}: error: cannot import OpenRLHF's trainer modules: {err}", file=sys.stderr)
+        return 2
+    described = " ".join(f"{k}={v}" for k, v in asdict(settings).items())
+    print(f"{PROG}: GRPO-λ {described} (openrlhf {version})", flush=True)
+
+    import ray
+
+    if ray.is_initialized():
+        print(f"{PROG}: error: Ray is already running in this process; the launcher must start it", file=sys.stderr)
+        return 2
+    additions = runtime_env_additions(settings)
+    real_init = ray.init
+
+    def init(*args: Any, **kwargs: Any):
+        kwargs["runtime_env"] = merge_runtime_env(kwargs.get("runtime_env"), additions)
+        if dry_run:
+            print(f"{PROG}: dry run: OpenRLHF accepted its arguments; Ray would start with runtime_env="
+                  f"{json.dumps(kwargs['runtime_env'], sort_keys=True)}", flush=True)  # fmt: skip
+            raise _DryRunDone
+        return real_init(*args, **kwargs)
+
+    ray.init = init
+    try:
+        _run_openrlhf(rest)
+    except _DryRunDone:
+        return 0
+    finally:
+        ray.init = real_init
+    if dry_run:
+        print(f"{PROG}: error: dry run: OpenRLHF ended without starting Ray", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
