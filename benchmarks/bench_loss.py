@@ -211,7 +211,7 @@ def main():
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 8192, 16384, 32768])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
-    parser.add_argument("--naive-max-gib", type=float, default=4.0, help="skip the L×L baseline above this W size")
+    parser.add_argument("--naive-max-gib", type=float, default=1.0, help="skip the L×L baseline above this W size")
     parser.add_argument("--estimator-rows", type=int, default=8192)
     parser.add_argument("--estimator-length", type=int, default=16384)
     parser.add_argument("--device", default="cpu")

@@ -16,6 +16,7 @@ This is verl's ``vanilla`` loss with the traced ratio in place of the per-token 
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -72,31 +73,32 @@ def traced_ppo_token_losses(
     guarded = traced.clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD)
     ratio = torch.exp(guarded)
     advantages = advantages.to(ratio.dtype)
-
-    pg_losses1 = -advantages * ratio
-    pg_losses2 = -advantages * ratio.clamp(1.0 - clip_ratio_low, 1.0 + clip_ratio_high)
-    clipped = torch.maximum(pg_losses1, pg_losses2)
     negative = advantages < 0
-    losses = clipped
-    if clip_ratio_c is not None:
-        pg_losses3 = -advantages * clip_ratio_c
-        losses = torch.where(negative, torch.minimum(pg_losses3, clipped), clipped)
+    # max(−Aρ, −A·clip(ρ, 1−ε_low, 1+ε_high)), then min(·, −A·c) for A < 0, is −A times ρ clamped
+    # to [−∞, 1+ε_high] where A ≥ 0 and to [1−ε_low, c] where A < 0: one clamp with per-token bounds.
+    bound = functools.partial(torch.tensor, dtype=ratio.dtype, device=ratio.device)
+    high = torch.where(negative, bound(float("inf") if clip_ratio_c is None else clip_ratio_c), bound(1.0 + clip_ratio_high))
+    low = torch.where(negative, bound(1.0 - clip_ratio_low), bound(float("-inf")))
+    losses = -advantages * torch.clamp(ratio, min=low, max=high)
     if rollout_is_weights is not None:
         losses = losses * rollout_is_weights
 
     with torch.no_grad():
         # Masked positions have ℓ = 0, so ρ = 1 there: no clip fires, |ℓ| is 0, and only the
-        # token count needs the mask.
-        count = mask.sum().clamp(min=1).to(ratio.dtype)
+        # token count needs the mask. A clip is active where ρ leaves [1−ε_low, 1+ε_high] on the
+        # side the sign of A penalises (vanilla's pg_losses2 > pg_losses1).
+        count = torch.count_nonzero(mask).clamp(min=1).to(ratio.dtype)
         abs_traced = traced.detach().abs()
+        clipped_high = (ratio > 1.0 + clip_ratio_high) & (advantages > 0)
+        clipped_low = (ratio < 1.0 - clip_ratio_low) & negative
         stats = {
-            "pg_clipfrac": (pg_losses2 > pg_losses1).sum() / count,
+            "pg_clipfrac": (torch.count_nonzero(clipped_high) + torch.count_nonzero(clipped_low)) / count,
             "ppo_kl": -guarded.detach().sum() / count,
-            "pg_clipfrac_lower": ((clipped > pg_losses3) & negative).sum() / count
+            "pg_clipfrac_lower": torch.count_nonzero((ratio > clip_ratio_c) & negative) / count
             if clip_ratio_c is not None
             else torch.zeros((), dtype=ratio.dtype),
             "trace_abs_mean": abs_traced.sum() / count,
             "trace_abs_max": abs_traced.max() if abs_traced.numel() else torch.zeros((), dtype=ratio.dtype),
-            "guard_frac": (abs_traced > LOG_RATIO_GUARD).sum() / count,
+            "guard_frac": torch.count_nonzero(abs_traced > LOG_RATIO_GUARD) / count,
         }
     return losses, stats
