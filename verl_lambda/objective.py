@@ -23,7 +23,7 @@ import torch
 
 from verl_lambda.trace import traced_log_ratio
 
-__all__ = ["LOG_RATIO_GUARD", "clamp_advantage", "masked_mean", "traced_ppo_token_losses"]
+__all__ = ["LOG_RATIO_GUARD", "clamp_advantage", "traced_ppo_token_losses"]
 
 LOG_RATIO_GUARD = 20.0
 
@@ -33,12 +33,6 @@ def clamp_advantage(advantage: torch.Tensor, floor: Optional[float]) -> torch.Te
     if floor is None:
         return advantage
     return advantage.clamp(min=float(floor))
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over ``mask`` (0 when the mask is empty)."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def traced_ppo_token_losses(
