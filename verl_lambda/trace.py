@@ -216,7 +216,7 @@ def _trace_dense(x: torch.Tensor, decay: float, style: str, epsilon: float) -> t
     pieces = [recent[..., :1], recent[..., 1:split] + pairs.flatten(-2)[..., : split - 1]]
     if split < length:
         csum = x[..., : length - k].cumsum(-1)
-        early_all = (x[..., :k] * _powers((0, k), decay, dtype, device)).sum(-1, keepdim=True)  # E_{l*}
+        early_all = early[..., -1:]  # E_{l*}: here half = l* + 1
         rest = torch.add(recent[..., split:], recent[..., split - k : length - k], alpha=-(decay**k))
         rest = rest.add_(csum[..., split - k :], alpha=epsilon).add_(early_all - epsilon * csum[..., lag : lag + 1])
         pieces.append(rest)
