@@ -68,7 +68,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from verl_lambda.objective import traced_ppo_token_losses
+from verl_lambda.objective import check_adv_clamp, traced_ppo_token_losses
 from verl_lambda.trace import check_trace_settings
 
 __all__ = [
@@ -162,11 +162,7 @@ class Settings:
 
     def __post_init__(self):
         check_trace_settings(self.lam, self.gamma, self.trace, self.trace_epsilon, self.trace_norm)
-        clamp = self.adv_clamp
-        if clamp is not None and (
-            isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not float(clamp) <= 0.0
-        ):
-            raise ValueError(f"adv_clamp must be a number ≤ 0 or none, got {clamp!r}")
+        check_adv_clamp(self.adv_clamp, none_word="none")
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that switch GRPO-λ on with these settings."""

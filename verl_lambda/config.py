@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from verl.workers.config.actor import PolicyLossConfig
 
+from verl_lambda.objective import check_adv_clamp
 from verl_lambda.trace import check_trace_settings
 
 __all__ = [
@@ -121,11 +122,12 @@ def estimator_settings(algorithm: Any) -> EstimatorSettings:
             f"algorithm.grpo_lambda.{sorted(unknown)[0]} is not a GRPO-λ estimator setting; "
             f"allowed: {sorted(_ESTIMATOR_KEYS)}"
         )
-    clamp = node.get("adv_clamp", DEFAULT_ADV_CLAMP)
-    if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or clamp > 0):
-        raise ValueError(f"algorithm.grpo_lambda.adv_clamp must be a number ≤ 0 or null, got {clamp!r}")
+    try:
+        clamp = check_adv_clamp(node.get("adv_clamp", DEFAULT_ADV_CLAMP))
+    except ValueError as err:
+        raise ValueError(f"algorithm.grpo_lambda.{err}") from None
     norm = algorithm.get("norm_adv_by_std_in_grpo", True)
-    return EstimatorSettings(adv_clamp=None if clamp is None else float(clamp), norm_adv_by_std=bool(norm))
+    return EstimatorSettings(adv_clamp=clamp, norm_adv_by_std=bool(norm))
 
 
 # Registration: importing the config (the ``_target_`` route) registers the estimator and loss.

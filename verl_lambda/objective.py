@@ -23,9 +23,21 @@ import torch
 
 from verl_lambda.trace import traced_log_ratio
 
-__all__ = ["LOG_RATIO_GUARD", "clamp_advantage", "traced_ppo_token_losses"]
+__all__ = ["LOG_RATIO_GUARD", "check_adv_clamp", "clamp_advantage", "traced_ppo_token_losses"]
 
 LOG_RATIO_GUARD = 20.0
+
+
+def check_adv_clamp(clamp, none_word: str = "null") -> Optional[float]:
+    """The negative-advantage clamp as a float (or None); anything but a number ≤ 0 raises.
+
+    ``none_word`` is how the caller's users write "no clamp" (``null`` in YAML, ``none`` on a CLI).
+    """
+    if clamp is None:
+        return None
+    if isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not float(clamp) <= 0.0:
+        raise ValueError(f"adv_clamp must be a number ≤ 0 or {none_word}, got {clamp!r}")
+    return float(clamp)
 
 
 def clamp_advantage(advantage: torch.Tensor, floor: Optional[float]) -> torch.Tensor:
