@@ -46,7 +46,6 @@ python3 -m verl_lambda.main_ppo \
     +actor_rollout_ref.actor.policy_loss.lam=$LAM \
     +actor_rollout_ref.actor.policy_loss.gamma=$GAMMA \
     +actor_rollout_ref.actor.policy_loss.trace=$TRACE \
-    +ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_lambda.register \
     algorithm.use_kl_in_reward=False \
     data.train_files="$TRAIN_FILES" \
     data.val_files="$VAL_FILES" \

@@ -16,6 +16,7 @@ from verl_lambda.launch_checks import (
     LaunchError,
     check_launch,
     registration_override,
+    worker_modules,
     summary_lines,
 )
 
@@ -256,17 +257,26 @@ def test_ray_job_without_the_runtime_env_gets_a_warning():
 
 
 @pytest.mark.parametrize(
-    "existing, expected",
+    "driver, command_line, expected",
     [
-        (None, f"++{REGISTRATION_KEY}=verl_lambda.register"),
-        ("my.plugin", f"++{REGISTRATION_KEY}='my.plugin,verl_lambda.register'"),
-        ("verl_lambda.register", None),
-        ("a.b, verl_lambda.register", None),
+        (None, None, "verl_lambda.register"),
+        (None, "my.plugin", "my.plugin,verl_lambda.register"),
+        (None, "verl_lambda.register", "verl_lambda.register"),
+        (None, "a.b, verl_lambda.register", "a.b,verl_lambda.register"),
+        ("cpu_platform,hf_rollout", None, "cpu_platform,hf_rollout,verl_lambda.register"),
+        # the recipes' old value verbatim must not drop the driver's modules
+        ("cpu_platform,hf_rollout", "verl_lambda.register", "cpu_platform,hf_rollout,verl_lambda.register"),
+        ("a,b", "b,c,a", "a,b,c,verl_lambda.register"),
+        ("x.y", "\\${VERL_USE_EXTERNAL_MODULES},z", "x.y,z,verl_lambda.register"),
+        (" , ", ",", "verl_lambda.register"),
     ],
 )
-def test_registration_override(existing, expected):
-    extra = [] if existing is None else [f"+{REGISTRATION_KEY}='{existing}'"]
-    assert registration_override(compose(*RUN, *extra)) == expected
+def test_worker_modules_merge_the_driver_environment_and_the_command_line(driver, command_line, expected):
+    extra = [] if command_line is None else [f"+{REGISTRATION_KEY}='{command_line}'"]
+    environ = {} if driver is None else {"VERL_USE_EXTERNAL_MODULES": driver}
+    cfg = compose(*RUN, *extra)
+    assert ",".join(worker_modules(cfg, environ)) == expected
+    assert registration_override(cfg, environ) == f"++{REGISTRATION_KEY}='{expected}'"
 
 
 def test_registration_is_merged_into_the_config_verl_gets(capsys, tmp_path):
@@ -278,6 +288,20 @@ def test_registration_is_merged_into_the_config_verl_gets(capsys, tmp_path):
     assert cfg["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["VERL_USE_EXTERNAL_MODULES"] == (
         "my.plugin,verl_lambda.register"
     )
+
+
+def test_driver_modules_reach_the_config_verl_gets(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("VERL_USE_EXTERNAL_MODULES", "user.platform")
+    saved = tmp_path / "config.yaml"
+    rc, out, err = launch(capsys, "--dry-run", "algorithm.adv_estimator=grpo", *RUN,
+                          f"+{REGISTRATION_KEY}=verl_lambda.register",
+                          "--save-config", str(saved))
+    assert rc == 0, err
+    cfg = yaml.safe_load(saved.read_text())
+    assert cfg["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["VERL_USE_EXTERNAL_MODULES"] == (
+        "user.platform,verl_lambda.register"
+    )
+    assert "VERL_USE_EXTERNAL_MODULES=user.platform,verl_lambda.register" in out
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """The registered `grpo_lambda` policy loss, checked through verl's own loss path."""
 
 import itertools
+import math
 
 import pytest
 import spec_reference as spec
@@ -217,3 +218,98 @@ def test_dual_clip_bound_must_exceed_one():
     cfg = actor_config(GRPOLambdaLossConfig(), clip_ratio_c=1.0)
     with pytest.raises(ValueError, match="clip_ratio_c"):
         call_loss("grpo_lambda", cfg, old, new, adv, mask, "token-mean")
+
+
+AUTOCAST_DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: CUDA autocast not exercised"),
+    ),
+]
+AUTOCAST_SETTINGS = [
+    dict(lam=0.99, gamma=1.0, trace="recent", trace_epsilon=0.0, trace_norm="none"),
+    dict(lam=0.99, gamma=1.0, trace="both", trace_epsilon=0.0, trace_norm="none"),
+    dict(lam=0.9, gamma=1.0, trace="both", trace_epsilon=0.01, trace_norm="sum"),
+    dict(lam=0.999, gamma=0.99, trace="recent", trace_epsilon=0.1, trace_norm="sum"),
+]
+
+
+@pytest.mark.parametrize("device", AUTOCAST_DEVICES)
+@pytest.mark.parametrize("settings", AUTOCAST_SETTINGS, ids=lambda s: "-".join(str(v) for v in s.values()))
+def test_loss_under_bf16_autocast_equals_the_fp64_reference(device, settings):
+    """verl's FSDP engine calls the loss inside torch.autocast(bf16): the result must not change."""
+    old, new, adv, mask, is_w = batch(21, n=6, length=40, dtype=torch.float64, spread=0.05)
+    cfg = actor_config(GRPOLambdaLossConfig(**settings), clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0)
+    b = new.clone().requires_grad_(True)
+    expected = spec.aggregate(spec.token_losses(old, b, adv, mask, settings, 0.2, 0.28, 3.0, is_w), mask, "token-mean")
+    expected.backward()
+    on = dict(device=device, dtype=torch.float32)
+    a = new.to(**on).requires_grad_(True)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        loss, metrics = call_loss(
+            "grpo_lambda", cfg, old.to(**on), a, adv.to(**on), mask.to(device), "token-mean", is_w.to(**on)
+        )
+    loss.backward()
+    assert loss.dtype == torch.float32
+    assert metrics["actor/ppo_kl"] != 0.0  # off-policy: the trace changes the loss
+    torch.testing.assert_close(loss.double().cpu(), expected, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(a.grad.double().cpu(), b.grad, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("device", AUTOCAST_DEVICES)
+def test_bf16_advantages_are_not_rounded(device):
+    """Advantages stay in their own precision: a float32 advantage is not rounded to bf16."""
+    old = torch.zeros(1, 4, device=device)
+    adv = torch.full((1, 4), 1.0 + 2.0**-12, device=device)  # not representable in bf16
+    cfg = actor_config(GRPOLambdaLossConfig(lam=0.99))
+    with torch.autocast(device, dtype=torch.bfloat16):
+        loss, _ = call_loss("grpo_lambda", cfg, old, old.clone(), adv, torch.ones(1, 4, dtype=torch.bool, device=device),
+                            "token-mean")
+    assert loss.item() == -(1.0 + 2.0**-12)
+
+
+NON_FINITE = {"-inf": float("-inf"), "+inf": float("inf"), "nan": float("nan")}
+
+
+@pytest.mark.parametrize("style", ["recent", "both"])
+@pytest.mark.parametrize("kind", list(NON_FINITE))
+def test_a_non_finite_log_prob_at_a_valid_token_gives_the_clamped_loss(kind, style):
+    """As vanilla: the token log-ratio is clamped to ±20 (NaN counts as 0) before the trace."""
+    old, new, adv, mask, _ = batch(31, n=4, length=96, dtype=torch.float64, spread=0.05)
+    mask[:] = True
+    cfg = actor_config(GRPOLambdaLossConfig(lam=0.99, trace=style))
+    bad = new.clone()
+    bad[1, 70] = NON_FINITE[kind]
+    same = new.clone()
+    same[1, 70] = {"-inf": old[1, 70] - 20.0, "+inf": old[1, 70] + 20.0, "nan": old[1, 70]}[kind]
+    results = []
+    for log_prob in (bad, same):
+        x = log_prob.clone().requires_grad_(True)
+        loss, metrics = call_loss("grpo_lambda", cfg, old, x, adv, mask, "token-mean")
+        loss.backward()
+        results.append((loss, x.grad, metrics))
+    (loss, grad, metrics), (loss_ref, grad_ref, metrics_ref) = results
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-12, atol=0)
+    keep = torch.ones_like(grad, dtype=torch.bool)
+    keep[1, 70] = False  # no gradient reaches a clamped or NaN token; the clamped copy gets none either beyond ±20
+    torch.testing.assert_close(grad[keep], grad_ref[keep], rtol=1e-12, atol=1e-15)
+    assert grad[1, 70] == 0.0
+    assert metrics["actor/grpo_lambda/token_guard_frac"] == pytest.approx(1 / mask.sum().item())
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.parametrize("kind", list(NON_FINITE))
+def test_non_finite_values_at_masked_tokens_have_no_effect(kind):
+    old, new, adv, mask, _ = batch(33, n=4, length=50)
+    mask[2, 20:] = False
+    mask[2, 10] = False  # an interior masked token
+    cfg = actor_config(GRPOLambdaLossConfig(lam=0.99, trace="both"))
+    clean, _ = call_loss("grpo_lambda", cfg, old, new, adv, mask, "token-mean")
+    dirty_new, dirty_old = new.clone(), old.clone()
+    dirty_new[2, 10] = dirty_new[2, 30] = NON_FINITE[kind]
+    dirty_old[2, 40] = NON_FINITE[kind]
+    dirty, metrics = call_loss("grpo_lambda", cfg, dirty_old, dirty_new, adv, mask, "token-mean")
+    assert torch.equal(clean, dirty)
+    assert metrics["actor/grpo_lambda/token_guard_frac"] == 0.0

@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -46,6 +47,7 @@ __all__ = [
     "REGISTRATION_KEY",
     "check_launch",
     "registration_override",
+    "worker_modules",
     "summary_lines",
     "one_line",
 ]
@@ -84,15 +86,42 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
     return OmegaConf.select(cfg, key, default=default)
 
 
-def registration_override(cfg: DictConfig) -> Optional[str]:
-    """The override that puts ``verl_lambda.register`` into the Ray workers' environment, or None."""
-    current = _get(cfg, REGISTRATION_KEY)
-    if current is None:
-        return f"++{REGISTRATION_KEY}={REGISTER_MODULE}"
-    modules = [m.strip() for m in str(current).split(",") if m.strip()]
-    if REGISTER_MODULE in modules:
-        return None
-    return f"++{REGISTRATION_KEY}='{','.join(modules + [REGISTER_MODULE])}'"
+_ENV_REFERENCE = re.compile(r"^\\?\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def _module_list(text: Optional[str], environ: Mapping[str, str]) -> list[str]:
+    """Module names of a comma list; a ``${VAR}`` item (Ray's syntax) is replaced by ``environ[VAR]``'s list."""
+    modules = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        reference = _ENV_REFERENCE.match(item)
+        if reference:
+            modules += _module_list(environ.get(reference.group(1), ""), {})
+        elif item:
+            modules.append(item)
+    return modules
+
+
+def worker_modules(cfg: DictConfig, environ: Optional[Mapping[str, str]] = None) -> list[str]:
+    """Modules every Ray worker must import, each once, in this order: those of the driver's
+    ``VERL_USE_EXTERNAL_MODULES``, those the command line puts into the Ray runtime env, and
+    ``verl_lambda.register``.
+
+    A runtime-env ``env_vars`` entry *replaces* the variable a worker would inherit, so the value
+    handed to verl must carry the driver's modules too.
+    """
+    environ = os.environ if environ is None else environ
+    node = OmegaConf.select(cfg, REGISTRATION_KEY.rsplit(".", 1)[0], default=None)
+    raw = None if node is None else OmegaConf.to_container(node, resolve=False).get(REGISTRATION_KEY.rsplit(".", 1)[1])
+    listed = _module_list(environ.get("VERL_USE_EXTERNAL_MODULES"), {}) + _module_list(
+        None if raw is None else str(raw), environ
+    )
+    return list(dict.fromkeys([*listed, REGISTER_MODULE]))
+
+
+def registration_override(cfg: DictConfig, environ: Optional[Mapping[str, str]] = None) -> str:
+    """The override that sets the Ray workers' ``VERL_USE_EXTERNAL_MODULES`` to :func:`worker_modules`."""
+    return f"++{REGISTRATION_KEY}='{','.join(worker_modules(cfg, environ))}'"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 Takes exactly the arguments of ``python -m verl.trainer.main_ppo`` (same config tree, Hydra
 overrides, ``--config-name ppo_megatron_trainer`` or ``model_engine=megatron``) and then:
 
-1. composes the config with Hydra and adds
-   ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_lambda.register``
-   (kept alongside modules already listed there), so every Ray process registers the plugin;
+1. composes the config with Hydra and sets
+   ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES`` to the modules of the
+   driver's ``VERL_USE_EXTERNAL_MODULES``, those already listed under that key, and
+   ``verl_lambda.register`` (each once), so every Ray process registers the plugin and keeps the
+   user's own extensions (a runtime-env variable replaces the one a worker would inherit);
 2. checks it as a whole (:func:`verl_lambda.launch_checks.check_launch`) and runs verl's own
    ``validate_config``; any problem ends the launch with one line on stderr and exit status 2;
 3. prints the resolved GRPO-λ settings and the effective batch / length numbers;
@@ -180,11 +182,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         cfg = compose_config(args)
+        # verl gets the merged module list as an override; this copy gets the same value directly
         override = registration_override(cfg)
-        if override is not None:  # verl gets it as an override; this copy gets the same value directly
-            args.overrides.append(override)
-            key, value = override.lstrip("+").split("=", 1)
-            OmegaConf.update(cfg, key, value.strip("'"), force_add=True)
+        args.overrides.append(override)
+        key, value = override.lstrip("+").split("=", 1)
+        OmegaConf.update(cfg, key, value.strip("'"), force_add=True)
         auto_set_device(cfg)
         report = check_launch(cfg, dry_run=dry_run)
         verl_check = _run_verl_validate(cfg)

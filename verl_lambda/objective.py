@@ -4,7 +4,8 @@ Both framework adapters (verl in :mod:`verl_lambda.register`, OpenRLHF in
 ``verl_lambda.patches.openrlhf``) call :func:`traced_ppo_token_losses` and reduce the matrix with
 their own aggregation, so the maths exists once.
 
-    ℓ_t   = traced log-ratio (see :mod:`verl_lambda.trace`)
+    x_j   = clamp(log π_θ(o_j) − log π_old(o_j), −20, 20)                  (NaN → 0)
+    ℓ_t   = traced log-ratio of x (see :mod:`verl_lambda.trace`)
     ρ_t   = exp(clamp(ℓ_t, −20, 20))
     loss_t = max(−A·ρ_t, −A·clip(ρ_t, 1 − ε_low, 1 + ε_high))          (PPO clip)
              and for A < 0: min(that, −A·c)                             (dual clip, c > 1)
@@ -21,7 +22,7 @@ from typing import Optional
 
 import torch
 
-from verl_lambda.trace import traced_log_ratio
+from verl_lambda.trace import exact_precision, traced_log_ratio
 
 __all__ = ["LOG_RATIO_GUARD", "check_adv_clamp", "clamp_advantage", "traced_ppo_token_losses"]
 
@@ -67,33 +68,50 @@ def traced_ppo_token_losses(
 
     ``clip_ratio_c=None`` switches the dual clip off. Diagnostics are 0-dim tensors:
     ``pg_clipfrac``, ``ppo_kl``, ``pg_clipfrac_lower`` (as verl's ``vanilla``, on the traced ratio),
-    ``trace_abs_mean``, ``trace_abs_max`` (|ℓ| over valid tokens) and ``guard_frac`` (share of valid
-    tokens where |ℓ| exceeded the ±20 guard).
+    ``trace_abs_mean``, ``trace_abs_max`` (|ℓ| over valid tokens), ``guard_frac`` (share of valid
+    tokens where |ℓ| exceeded the ±20 guard) and ``token_guard_frac`` (share of valid tokens whose
+    own log-ratio was NaN or beyond ±20 and was set to 0 or ±20 before the trace).
+
+    Everything is computed in float32 (float64 when an input is float64) with autocast switched
+    off, whatever autocast the caller runs under; advantages are never cast to a narrower dtype.
     """
     if clip_ratio_c is not None and not clip_ratio_c > 1.0:
         raise ValueError(f"clip_ratio_c (dual-clip bound) must be > 1, got {clip_ratio_c}")
+    with exact_precision(log_prob.device):
+        return _token_losses(
+            old_log_prob, log_prob, advantages, response_mask, lam, gamma, style, epsilon, norm,
+            clip_ratio_low, clip_ratio_high, clip_ratio_c, rollout_is_weights,
+        )  # fmt: skip
+
+
+def _token_losses(old_log_prob, log_prob, advantages, response_mask, lam, gamma, style, epsilon, norm,
+                  clip_ratio_low, clip_ratio_high, clip_ratio_c, rollout_is_weights):  # fmt: skip
     mask = response_mask.bool()
-    traced = traced_log_ratio(
-        log_prob - old_log_prob, mask, lam=lam, gamma=gamma, style=style, epsilon=epsilon, norm=norm
-    )
+    dtype = functools.reduce(torch.promote_types, (log_prob.dtype, old_log_prob.dtype, advantages.dtype, torch.float32))
+    log_ratio = log_prob.to(dtype) - old_log_prob.to(dtype)
+    # As vanilla: each token log-ratio is clamped to ±20 before it enters the trace (so one −inf
+    # log-prob cannot turn its neighbours into NaN); a NaN log-ratio counts as 0. Both are reported.
+    token_guarded = ~(log_ratio.abs() <= LOG_RATIO_GUARD) & mask
+    log_ratio = log_ratio.nan_to_num(nan=0.0).clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD)
+    traced = traced_log_ratio(log_ratio, mask, lam=lam, gamma=gamma, style=style, epsilon=epsilon, norm=norm)
     guarded = traced.clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD)
     ratio = torch.exp(guarded)
-    advantages = advantages.to(ratio.dtype)
+    advantages = advantages.to(dtype)
     negative = advantages < 0
     # max(−Aρ, −A·clip(ρ, 1−ε_low, 1+ε_high)), then min(·, −A·c) for A < 0, is −A times ρ clamped
     # to [−∞, 1+ε_high] where A ≥ 0 and to [1−ε_low, c] where A < 0: one clamp with per-token bounds.
-    bound = functools.partial(torch.tensor, dtype=ratio.dtype, device=ratio.device)
+    bound = functools.partial(torch.tensor, dtype=dtype, device=ratio.device)
     high = torch.where(negative, bound(float("inf") if clip_ratio_c is None else clip_ratio_c), bound(1.0 + clip_ratio_high))
     low = torch.where(negative, bound(1.0 - clip_ratio_low), bound(float("-inf")))
     losses = -advantages * torch.clamp(ratio, min=low, max=high)
     if rollout_is_weights is not None:
-        losses = losses * rollout_is_weights
+        losses = losses * rollout_is_weights.to(dtype)
 
     with torch.no_grad():
         # Masked positions have ℓ = 0, so ρ = 1 there: no clip fires, |ℓ| is 0, and only the
         # token count needs the mask. A clip is active where ρ leaves [1−ε_low, 1+ε_high] on the
         # side the sign of A penalises (vanilla's pg_losses2 > pg_losses1).
-        count = torch.count_nonzero(mask).clamp(min=1).to(ratio.dtype)
+        count = torch.count_nonzero(mask).clamp(min=1).to(dtype)
         abs_traced = traced.detach().abs()
         clipped_high = (ratio > 1.0 + clip_ratio_high) & (advantages > 0)
         clipped_low = (ratio < 1.0 - clip_ratio_low) & negative
@@ -102,9 +120,10 @@ def traced_ppo_token_losses(
             "ppo_kl": -guarded.detach().sum() / count,
             "pg_clipfrac_lower": torch.count_nonzero((ratio > clip_ratio_c) & negative) / count
             if clip_ratio_c is not None
-            else torch.zeros((), dtype=ratio.dtype),
+            else torch.zeros((), dtype=dtype, device=ratio.device),
             "trace_abs_mean": abs_traced.sum() / count,
-            "trace_abs_max": abs_traced.max() if abs_traced.numel() else torch.zeros((), dtype=ratio.dtype),
+            "trace_abs_max": abs_traced.max() if abs_traced.numel() else torch.zeros((), dtype=dtype, device=ratio.device),
             "guard_frac": torch.count_nonzero(abs_traced > LOG_RATIO_GUARD) / count,
+            "token_guard_frac": torch.count_nonzero(token_guarded) / count,
         }
     return losses, stats

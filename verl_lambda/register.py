@@ -70,6 +70,18 @@ def compute_grpo_lambda_outcome_advantage(
     return advantages, advantages
 
 
+#: verl metric name -> diagnostic of :func:`verl_lambda.objective.traced_ppo_token_losses`
+_METRIC_NAMES = {
+    "actor/pg_clipfrac": "pg_clipfrac",
+    "actor/ppo_kl": "ppo_kl",
+    "actor/pg_clipfrac_lower": "pg_clipfrac_lower",
+    "actor/grpo_lambda/trace_abs_mean": "trace_abs_mean",
+    "actor/grpo_lambda/trace_abs_max": "trace_abs_max",
+    "actor/grpo_lambda/guard_frac": "guard_frac",
+    "actor/grpo_lambda/token_guard_frac": "token_guard_frac",
+}
+
+
 def compute_policy_loss_grpo_lambda(
     old_log_prob: torch.Tensor,
     log_prob: torch.Tensor,
@@ -116,14 +128,9 @@ def compute_policy_loss_grpo_lambda(
         loss_agg_mode=loss_agg_mode,
         **(config.get("global_batch_info", None) or {}),
     )
-    metrics = {
-        "actor/pg_clipfrac": stats["pg_clipfrac"].item(),
-        "actor/ppo_kl": stats["ppo_kl"].item(),
-        "actor/pg_clipfrac_lower": stats["pg_clipfrac_lower"].item(),
-        "actor/grpo_lambda/trace_abs_mean": stats["trace_abs_mean"].item(),
-        "actor/grpo_lambda/trace_abs_max": stats["trace_abs_max"].item(),
-        "actor/grpo_lambda/guard_frac": stats["guard_frac"].item(),
-    }
+    # One device-to-host copy for all diagnostics (verl expects Python floats).
+    values = torch.stack([stats[name].to(torch.float64) for name in _METRIC_NAMES.values()]).tolist()
+    metrics = dict(zip(_METRIC_NAMES, values))
     return loss, metrics
 
 

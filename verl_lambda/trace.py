@@ -39,6 +39,7 @@ __all__ = [
     "TRACE_STYLES",
     "TRACE_NORMS",
     "check_trace_settings",
+    "exact_precision",
     "trace_weight",
     "traced_log_ratio",
     "traced_log_ratio_reference",
@@ -80,6 +81,14 @@ def trace_weight(t: torch.Tensor, j: torch.Tensor, decay: float, style: str, eps
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
+
+
+@contextmanager
+def exact_precision(device: torch.device):
+    """Switch autocast off on ``device`` (and on the CPU): verl calls the loss inside
+    ``torch.autocast(bf16)``, which would run the chunk products in bf16."""
+    with torch.autocast(device_type=device.type, enabled=False), torch.autocast(device_type="cpu", enabled=False):
+        yield
 
 
 def traced_log_ratio_reference(
@@ -255,6 +264,11 @@ def traced_log_ratio(
     check_trace_settings(lam, gamma, style, epsilon, norm)
     if log_ratio.shape != mask.shape or log_ratio.dim() != 2:
         raise ValueError(f"log_ratio and mask must both be [B, L], got {tuple(log_ratio.shape)} and {tuple(mask.shape)}")
+    with exact_precision(log_ratio.device):
+        return _traced_log_ratio(log_ratio, mask, lam, gamma, style, float(epsilon), norm)
+
+
+def _traced_log_ratio(log_ratio, mask, lam, gamma, style, epsilon, norm):
     dtype = _compute_dtype(log_ratio)
     valid = mask.bool()
     x = torch.where(valid, log_ratio.to(dtype), torch.zeros((), dtype=dtype, device=log_ratio.device))
