@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 
 from verl_lambda import math_data
-from verl_lambda.math_data import EVAL_SETS, INSTRUCTION, SOURCES, TRAIN_SETS, convert, load_rows
+from verl_lambda.math_data import EVAL_SETS, INSTRUCTION, PAPER_SETS, SOURCES, TRAIN_SETS, convert, load_rows
 
 RAW = Path(__file__).resolve().parent / "fixtures" / "math_raw"
+PROG = "python -m verl_lambda.math_data"
 
-# Ground truths each fixture row must produce, written out by hand (None: the row has no answer).
+# Ground truths each fixture row must produce, written out by hand.
 EXPECTED_ANSWERS = {
     "gsm8k": ["1236", "9"],  # "#### 1,236" -> thousands separator removed; the third row has no "####"
     "math": [r"\frac{1}{2}", r"\frac{\sqrt{3}}{2}"],  # last \boxed{} of the solution; third row has none
@@ -22,24 +23,49 @@ EXPECTED_ANSWERS = {
     "olympiadbench": [r"\frac{1}{2}", "3, 5"],  # list of $...$ answers
     "minerva_math": ["10", "619.9"],
     "amc23": ["27", "0.25"],  # float cells
+    "math12k": ["70", "15", "-3"],  # third row: empty answer
+    "math_rl_16k": [r"\frac{5}{2}", "12", "7"],  # "solution" holds the answer; the third one is boxed in a sentence
+    "orz_57k": ["9", r"\frac{1}{3}", "6"],  # [human, assistant] pairs; the third pair's ground truth is empty
 }
-EXPECTED_DROPPED = {"gsm8k": 1, "math": 1}
+# Index of the fixture rows that have no answer, so are dropped.
+EXPECTED_DROPPED = {"gsm8k": [2], "math": [2], "math12k": [2], "orz_57k": [2]}
+DEFAULT_SETS = ["gsm8k", "math", "deepscaler", "aime24", "math500", "olympiadbench", "minerva_math", "amc23"]
+
+
+def fixture_path(name: str) -> Path:
+    """The fixture file of a set (JSON lines, or JSON for the pair layout)."""
+    return next(p for p in (RAW / f"{name}.jsonl", RAW / f"{name}.json") if p.is_file())
+
+
+def raw_problems(name: str) -> list:
+    """The problem text of every fixture row, read straight from the file."""
+    path = fixture_path(name)
+    if path.suffix == ".json":
+        return [pair[0]["value"] for pair in json.loads(path.read_text())]
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r.get("problem") or r.get("question") for r in records]
 
 
 def test_every_training_and_evaluation_set_is_known():
     assert set(TRAIN_SETS) == {"gsm8k", "math", "deepscaler"}
     assert set(EVAL_SETS) == {"aime24", "math500", "olympiadbench", "minerva_math", "amc23"}
     assert SOURCES["numina"].role == "train"
+    # the GRPO-λ authors' training sets
+    assert PAPER_SETS == ("gsm8k", "math12k", "math_rl_16k", "orz_57k")
+    assert all(SOURCES[n].role == "train" for n in PAPER_SETS)
+    assert SOURCES["math12k"].hub_id == "hiyouga/math12k"
+    assert SOURCES["math_rl_16k"].hub_id == "riddickz/math-rl-16k"
+    assert SOURCES["orz_57k"].hub_file == "orz_math_57k_collected.json"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_ANSWERS))
 def test_convert_fixture(name):
     source = SOURCES[name]
-    raw = [json.loads(line) for line in (RAW / f"{name}.jsonl").read_text().splitlines()]
-    rows, dropped = convert(source, load_rows(source, str(RAW / f"{name}.jsonl")), split=source.role)
+    rows, dropped = convert(source, load_rows(source, str(fixture_path(name))), split=source.role)
     assert [r["reward_model"]["ground_truth"] for r in rows] == EXPECTED_ANSWERS[name]
-    assert dropped == EXPECTED_DROPPED.get(name, 0)
-    problems = [r.get("problem") or r.get("question") for r in raw]
+    assert dropped == len(EXPECTED_DROPPED.get(name, []))
+    problems = [p for i, p in enumerate(raw_problems(name)) if i not in EXPECTED_DROPPED.get(name, [])]
+    assert len(problems) == len(rows)
     for i, row in enumerate(rows):
         assert row["data_source"] == name
         assert row["ability"] == "math"
@@ -47,7 +73,7 @@ def test_convert_fixture(name):
         assert row["prompt"] == [{"role": "user", "content": f"{problems[i]}\n\n{INSTRUCTION}"}]
         assert row["extra_info"]["index"] == i
         assert row["extra_info"]["question"] == problems[i]
-        assert row["extra_info"]["split"] == ("train" if name in TRAIN_SETS else "test")
+        assert row["extra_info"]["split"] == ("train" if source.role == "train" else "test")
 
 
 def test_cli_writes_parquet_that_verl_style_readers_load(tmp_path):
@@ -62,10 +88,37 @@ def test_cli_writes_parquet_that_verl_style_readers_load(tmp_path):
     # verl's RLHFDataset reads parquet through datasets.load_dataset("parquet")
     import datasets
 
-    ds = datasets.load_dataset("parquet", data_files=str(out / "aime24.parquet"), cache_dir=str(tmp_path / "hf"))["train"]
+    ds = datasets.load_dataset("parquet", data_files=str(out / "aime24.parquet"), cache_dir=str(tmp_path / "hf"))[
+        "train"
+    ]
     assert len(ds) == 2
     assert ds[0]["prompt"][0]["role"] == "user"
     assert ds[1]["reward_model"]["ground_truth"] == "9"
+
+
+def test_the_authors_training_sets(tmp_path, capsys):
+    """--paper converts the GRPO-λ authors' four training sets, with the same fields as every other set."""
+    out = tmp_path / "out"
+    assert math_data.main(["--paper", "--input-dir", str(RAW), "--out-dir", str(out)]) == 0
+    assert sorted(p.stem for p in out.iterdir()) == sorted(PAPER_SETS)
+    reference = pd.read_parquet(out / "gsm8k.parquet")
+    for name in PAPER_SETS:
+        frame = pd.read_parquet(out / f"{name}.parquet")
+        assert list(frame.columns) == list(reference.columns)
+        assert [r["ground_truth"] for r in frame["reward_model"]] == EXPECTED_ANSWERS[name]
+        assert {r["style"] for r in frame["reward_model"]} == {"rule"}
+        assert set(frame["data_source"]) == {name}
+    assert "orz_57k: 3 rows from" in capsys.readouterr().out
+
+
+def test_the_list_names_every_set_and_its_source(capsys):
+    assert math_data.main(["--list"]) == 0
+    listing = capsys.readouterr().out
+    for name, source in SOURCES.items():
+        line = next(line for line in listing.splitlines() if line.startswith(name + " "))
+        assert source.hub_id in line
+    assert "--paper: gsm8k math12k math_rl_16k orz_57k" in listing
+    assert "Tonic/OpenReasonerZero:orz_math_57k_collected.json" in listing
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".json", ".csv"])
@@ -82,14 +135,37 @@ def test_other_local_formats(tmp_path, suffix):
     assert [r["reward_model"]["ground_truth"] for r in rows] == ["10", "619.9"]
 
 
+def test_orz_pairs_in_other_files(tmp_path):
+    """The ORZ pairs as JSON lines, or as columns "0" and "1" (how pandas / the datasets library load them)."""
+    pairs = json.loads((RAW / "orz_57k.json").read_text())
+    jsonl = tmp_path / "orz_57k.jsonl"
+    jsonl.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    parquet = tmp_path / "orz_57k.parquet"
+    pd.DataFrame(pairs).rename(columns=str).to_parquet(parquet)
+    for path in (jsonl, parquet):
+        rows, dropped = convert(SOURCES["orz_57k"], load_rows(SOURCES["orz_57k"], str(path)), split="train")
+        assert [r["reward_model"]["ground_truth"] for r in rows] == EXPECTED_ANSWERS["orz_57k"], path
+        assert dropped == 1
+
+
+def test_orz_flattened_copy_with_override_flags(tmp_path):
+    # e.g. a copy of the set with one column per field: the override flags name them
+    path = tmp_path / "orz.jsonl"
+    path.write_text(json.dumps({"question": "What is 2+2?", "final": "4"}) + "\n")
+    out = tmp_path / "orz.parquet"
+    rc = math_data.main(
+        ["orz_57k", "--input", str(path), "--output", str(out), "--problem-key", "question", "--answer-key", "final"]
+    )
+    assert rc == 0
+    assert pd.read_parquet(out)["reward_model"].iloc[0]["ground_truth"] == "4"
+
+
 def test_custom_columns_limit_and_instruction(tmp_path):
     path = tmp_path / "mine.jsonl"
     path.write_text("\n".join(json.dumps({"q": f"What is {i}+{i}?", "final": str(2 * i)}) for i in range(5)) + "\n")
     out = tmp_path / "amc.parquet"
-    rc = math_data.main(
-        ["amc23", "--input", str(path), "--output", str(out), "--problem-key", "q", "--answer-key", "final",
-         "--limit", "3", "--instruction", "Box it."]
-    )
+    argv = ["amc23", "--input", str(path), "--output", str(out), "--problem-key", "q", "--answer-key", "final"]
+    rc = math_data.main([*argv, "--limit", "3", "--instruction", "Box it."])
     assert rc == 0
     frame = pd.read_parquet(out)
     assert len(frame) == 3
@@ -97,14 +173,78 @@ def test_custom_columns_limit_and_instruction(tmp_path):
     assert [r["ground_truth"] for r in frame["reward_model"]] == ["0", "2", "4"]
 
 
+@pytest.mark.parametrize("limit", ["0", "-1", "two"])
+def test_limit_must_be_positive(limit, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        math_data.main(["aime24", "--input-dir", str(RAW), "--out-dir", str(tmp_path), "--limit", limit])
+    assert exit_info.value.code == 2
+    assert f"{PROG}: error: argument --limit: must be a whole number >= 1, got '{limit}'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def one_error_line(capsys) -> str:
+    """The one line the command wrote to stderr."""
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
 def test_missing_columns_fail_with_a_clear_message(tmp_path, capsys):
     path = tmp_path / "aime24.jsonl"
     path.write_text(json.dumps({"text": "no problem column", "answer": "1"}) + "\n")
     rc = math_data.main(["aime24", "--input", str(path), "--output", str(tmp_path / "x.parquet")])
-    err = capsys.readouterr().err.strip()
-    assert rc == 1
-    assert len(err.splitlines()) == 1
-    assert "no problem column ['problem', 'Problem']" in err and "--problem-key" in err
+    err = one_error_line(capsys)
+    assert rc == 2
+    assert err.startswith(f"{PROG}: error: aime24: no problem column ['problem', 'Problem']") and "--problem-key" in err
+
+
+@pytest.mark.parametrize(
+    "file_name, content",
+    [
+        ("aime24.jsonl", '{"problem": "1+1?", "answer": "2"}\n{not json\n'),
+        ("aime24.json", '{"problem": "a JSON object, not a list of records"}'),
+        ("aime24.json", "[1, 2"),
+        ("aime24.parquet", "PAR1 not really parquet"),
+        ("aime24.csv", 'problem,answer\n"unclosed quote,1\n'),
+        ("aime24.jsonl", "[1, 2]\n"),
+    ],
+)
+def test_a_malformed_input_gives_one_line_naming_the_set_and_file(tmp_path, capsys, file_name, content):
+    path = tmp_path / file_name
+    path.write_text(content)
+    rc = math_data.main(["aime24", "--input", str(path), "--output", str(tmp_path / "out.parquet")])
+    err = one_error_line(capsys)
+    assert rc == 2
+    assert err.startswith(f"{PROG}: error: aime24: ")
+    assert str(path) in err
+    assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.parametrize("kind", ["parent is a file", "output is a directory"])
+def test_an_unwritable_output_gives_one_line_naming_the_set_and_file(tmp_path, capsys, kind):
+    if kind == "parent is a file":
+        (tmp_path / "file").write_text("")
+        output = tmp_path / "file" / "aime24.parquet"
+    else:
+        output = tmp_path / "aime24.parquet"
+        output.mkdir()
+    rc = math_data.main(["aime24", "--input-dir", str(RAW), "--output", str(output)])
+    err = one_error_line(capsys)
+    assert rc == 2
+    assert err.startswith(f"{PROG}: error: aime24: cannot write {output}: ")
+
+
+def test_rows_without_a_ground_truth_are_never_written(tmp_path):
+    rows, _ = convert(SOURCES["aime24"], [{"problem": "Find x.", "answer": "3"}], split="test")
+    for truth in (None, "", "  ", float("nan"), []):
+        bad = [*rows, {**rows[0], "reward_model": {"style": "rule", "ground_truth": truth}}]
+        path = tmp_path / "bad.parquet"
+        with pytest.raises(ValueError, match="row 1 \\(aime24\\) has no reward_model.ground_truth"):
+            math_data.write_parquet(bad, str(path))
+        assert not path.exists()
+    # convert itself drops them: a missing answer never becomes the text "None"
+    converted, dropped = convert(SOURCES["aime24"], [{"problem": "Find x.", "answer": None}], split="test")
+    assert converted == [] and dropped == 1
 
 
 @pytest.mark.parametrize(
@@ -118,13 +258,14 @@ def test_missing_columns_fail_with_a_clear_message(tmp_path, capsys):
 )
 def test_usage_errors(argv, message, capsys):
     assert math_data.main(argv) == 2
-    assert message in capsys.readouterr().err
+    err = one_error_line(capsys)
+    assert err.startswith(f"{PROG}: error: ") and message in err
 
 
 def test_missing_input_file(tmp_path, capsys):
     rc = math_data.main(["math", "--input-dir", str(tmp_path), "--out-dir", str(tmp_path)])
-    assert rc == 1
-    assert "no math{.parquet,.jsonl,.json,.csv} in --input-dir" in capsys.readouterr().err
+    assert rc == 2
+    assert "math: no math{.parquet,.jsonl,.json,.csv} in --input-dir" in one_error_line(capsys)
 
 
 def test_prepare_data_script_on_local_fixtures(run_script, tmp_path):
@@ -134,24 +275,66 @@ def test_prepare_data_script_on_local_fixtures(run_script, tmp_path):
     result = run_script("prepare_data.sh", env={"DATA_DIR": str(data_dir), "INPUT_DIR": str(raw)})
     assert result.returncode == 0, result.stderr
     written = sorted(p.stem for p in data_dir.glob("*.parquet"))
-    assert written == sorted(EXPECTED_ANSWERS)
-    for name, answers in EXPECTED_ANSWERS.items():
+    assert written == sorted(DEFAULT_SETS)
+    for name in DEFAULT_SETS:
         frame = pd.read_parquet(data_dir / f"{name}.parquet")
-        assert [r["ground_truth"] for r in frame["reward_model"]] == answers
+        assert [r["ground_truth"] for r in frame["reward_model"]] == EXPECTED_ANSWERS[name]
 
 
-def test_hub_loading_asks_for_the_right_set(monkeypatch, tmp_path):
+def test_prepare_data_script_selects_the_authors_sets(run_script, tmp_path):
+    data_dir = tmp_path / "data"
+    env = {"DATA_DIR": str(data_dir), "INPUT_DIR": str(RAW), "DATASETS": " ".join(PAPER_SETS)}
+    result = run_script("prepare_data.sh", env=env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.stem for p in data_dir.glob("*.parquet")) == sorted(PAPER_SETS)
+
+
+def test_hub_loading_asks_for_the_right_set(monkeypatch, tmp_path, capsys):
     import datasets
 
+    hub = {
+        "Hothan/OlympiadBench": [{"question": "Find x.", "final_answer": ["$2$"]}],
+        "openai/gsm8k": [{"question": "Find x.", "final_answer": ["$2$"]}],  # no "answer" column
+        "hiyouga/math12k": [{"problem": "Find y.", "answer": "3"}],
+        "riddickz/math-rl-16k": [{"problem": "Find z.", "solution": "4", "reward": 0.5, "question_token_count": 3}],
+    }
     calls = []
 
     def fake_load_dataset(path, name=None, split=None):
         calls.append((path, name, split))
-        return [{"question": "Find x.", "final_answer": ["$2$"]}]
+        return hub[path]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     assert math_data.main(["olympiadbench", "--out-dir", str(tmp_path)]) == 0
-    # the fake rows have no "answer" column for gsm8k: a clear error, still after asking for the right split
-    assert math_data.main(["gsm8k", "--split", "test", "--output", str(tmp_path / "g.parquet")]) == 1
-    assert calls == [("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"), ("openai/gsm8k", "main", "test")]
+    # gsm8k's fake rows have no "answer" column: a clear error, still after asking for the right split
+    assert math_data.main(["gsm8k", "--split", "test", "--output", str(tmp_path / "g.parquet")]) == 2
+    assert "gsm8k: no answer column ['answer'] in openai/gsm8k/main" in capsys.readouterr().err
+    assert math_data.main(["math12k", "math_rl_16k", "--out-dir", str(tmp_path)]) == 0
+    assert calls == [
+        ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"),
+        ("openai/gsm8k", "main", "test"),
+        ("hiyouga/math12k", None, "train"),
+        ("riddickz/math-rl-16k", None, "train"),
+    ]
     assert pd.read_parquet(tmp_path / "olympiadbench.parquet")["reward_model"].iloc[0]["ground_truth"] == "2"
+    assert pd.read_parquet(tmp_path / "math12k.parquet")["reward_model"].iloc[0]["ground_truth"] == "3"
+    assert pd.read_parquet(tmp_path / "math_rl_16k.parquet")["reward_model"].iloc[0]["ground_truth"] == "4"
+
+
+def test_orz_is_read_from_its_hub_file(monkeypatch, tmp_path, capsys):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, repo_type=None, **kwargs):
+        calls.append((repo_id, filename, repo_type))
+        return str(RAW / "orz_57k.json")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert math_data.main(["orz_57k", "--out-dir", str(tmp_path)]) == 0
+    assert calls == [("Tonic/OpenReasonerZero", "orz_math_57k_collected.json", "dataset")]
+    frame = pd.read_parquet(tmp_path / "orz_57k.parquet")
+    assert [r["ground_truth"] for r in frame["reward_model"]] == EXPECTED_ANSWERS["orz_57k"]
+    assert "from Tonic/OpenReasonerZero:orz_math_57k_collected.json" in capsys.readouterr().out
+    assert math_data.main(["orz_57k", "--split", "test", "--out-dir", str(tmp_path)]) == 2
+    assert "--split does not apply" in one_error_line(capsys)

@@ -1,6 +1,13 @@
-"""The boxed-answer reward: extraction, math-verify equivalence, the fallback, verl's calling convention."""
+"""The boxed-answer reward: extraction, math-verify equivalence, the fallback, verl's calling convention,
+the checker pool under concurrency and timeouts."""
 
+import logging
+import math
+import os
 import threading
+import time
+import unicodedata
+from fractions import Fraction
 
 import pytest
 
@@ -8,6 +15,49 @@ from verl_lambda import math_reward
 from verl_lambda.math_reward import compute_score, final_answer_text, last_boxed
 
 needs_math_verify = pytest.mark.skipif(not math_reward.have_math_verify(), reason="math-verify is not installed")
+
+# Answers math-verify cannot settle quickly: comparing them to "5" runs until the deadline.
+SLOW_ANSWERS = [r"\boxed{9^{9^{9^9}}}", r"\boxed{9^{9^{9^{9}}}+1}", r"\boxed{8^{8^{8^8}}}", r"\boxed{7^{7^{7^{7}}}}"]
+
+
+def score(*args, **kwargs) -> float:
+    """The ``score`` of :func:`compute_score`."""
+    return compute_score(*args, **kwargs)["score"]
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch):
+    """Yields a function ``make(max_workers)`` that gives compute_score a new checker pool of that size."""
+
+    def make(max_workers: int):
+        monkeypatch.setenv(math_reward.WORKERS_ENV, str(max_workers))
+        monkeypatch.setattr(math_reward, "_pool", None)
+
+    yield make
+    pool = math_reward._pool
+    if pool is not None:
+        pool.shutdown()
+
+
+def run_threads(calls):
+    """Run each ``fn()`` of ``calls`` in its own thread at once; returns ([(result, seconds)], wall seconds)."""
+    out = [None] * len(calls)
+
+    def work(i, fn):
+        start = time.perf_counter()
+        result = fn()
+        out[i] = (result, time.perf_counter() - start)
+
+    threads = [threading.Thread(target=work, args=(i, fn)) for i, fn in enumerate(calls)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return out, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------- extraction
 
 
 @pytest.mark.parametrize(
@@ -22,10 +72,56 @@ needs_math_verify = pytest.mark.skipif(not math_reward.have_math_verify(), reaso
         (r"\boxed{}", ""),
         ("no box at all: 5", None),
         ("", None),
+        (r"\boxed {4}", "4"),
+        (r"\boxed{\boxed{3}}", "3"),
+        (r"outer \boxed{x \boxed{y} never closed", "y"),
+        (r"\boxed{1} \boxed", "1"),
+        (r"\boxed{2} \boxed $", "2"),
+        (r"} \boxed{a{b}c} }", "a{b}c"),
+        (r"\boxed{1} \fbox{2} \boxed{3", "2"),
     ],
 )
 def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
+
+
+MEGABYTE = 1_000_000
+HALF = MEGABYTE // 2
+# name -> (an adversarial text of about 1 MB, the last complete box in it)
+ADVERSARIAL = {
+    "unclosed boxed loop": (r"\boxed{42} " + "\\boxed{" * (MEGABYTE // 7), "42"),
+    "unclosed fbox loop": (r"\fbox{7} " + "\\fbox{" * (MEGABYTE // 6), "7"),
+    "deep nesting": (r"\boxed{" + "{" * HALF + "x" + "}" * HALF + "}", "{" * HALF + "x" + "}" * HALF),
+    "unclosed deep nesting": (r"\boxed{3} \boxed{" + "{" * MEGABYTE, "3"),
+    "mixed loop": (r"\boxed{5} " + "\\boxed{\\fbox{ {\\boxed{" * (MEGABYTE // 22), "5"),
+    "many closed boxes": (r"\boxed{1}" * (MEGABYTE // 9) + r"\boxed{2}", "2"),
+    "braces, no box": ("{}" * HALF, None),
+}
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_last_boxed_is_linear_on_adversarial_megabyte_inputs(name):
+    text, expected = ADVERSARIAL[name]
+    start = time.perf_counter()
+    result = last_boxed(text)
+    elapsed = time.perf_counter() - start
+    assert result == expected
+    assert elapsed < 2.0, f"{name}: {elapsed:.2f}s for {len(text)} characters"
+
+
+def test_scoring_a_megabyte_repetition_loop_is_fast():
+    response = r"The answer is \boxed{12}. " + "\\boxed{" * (MEGABYTE // 7)
+    start = time.perf_counter()
+    assert score("math", response, "12", backend="simple") == 1.0
+    assert time.perf_counter() - start < 2.0
+
+
+def test_simple_number_check_is_linear():
+    # one long run of digits after \frac used to backtrack quadratically in the fallback's number parser
+    response = r"\boxed{\frac" + "1" * 50_000 + "x}"
+    start = time.perf_counter()
+    assert score("math", response, "1", backend="simple") == 0.0
+    assert time.perf_counter() - start < 2.0
 
 
 @pytest.mark.parametrize(
@@ -41,6 +137,8 @@ def test_final_answer_text(response, expected):
     assert final_answer_text(response) == expected
 
 
+# ---------------------------------------------------------------------------------------------- equivalence
+
 # (response, ground truth, expected score): each pair was checked by hand.
 TRICKY = [
     # fractions
@@ -50,6 +148,14 @@ TRICKY = [
     (r"\boxed{\frac{2}{4}}", r"\frac{1}{2}", 1.0),
     (r"\boxed{\frac{1}{3}}", r"\frac{1}{2}", 0.0),
     (r"\boxed{-\frac{3}{4}}", "-0.75", 1.0),
+    # unicode fractions
+    (r"\boxed{½}", "1/2", 1.0),
+    (r"\boxed{2½}", "5/2", 1.0),
+    (r"\boxed{2½}", "2.5", 1.0),
+    (r"\boxed{-1¾}", r"-\frac{7}{4}", 1.0),
+    (r"\boxed{⅓}", r"\frac{1}{3}", 1.0),
+    (r"\boxed{\frac{3}{8}}", "⅜", 1.0),
+    (r"\boxed{½}", "1/3", 0.0),
     # LaTeX forms
     (r"\boxed{\frac{\sqrt{2}}{2}}", r"\sqrt{2}/2", 1.0),
     (r"\boxed{\frac{1}{\sqrt{3}}}", r"\frac{\sqrt{3}}{3}", 1.0),
@@ -83,13 +189,13 @@ TRICKY = [
 @needs_math_verify
 @pytest.mark.parametrize("response, truth, expected", TRICKY)
 def test_tricky_answers_with_math_verify(response, truth, expected):
-    assert compute_score("math500", response, truth, backend="math_verify") == expected
+    assert score("math500", response, truth, backend="math_verify") == expected
 
 
 @needs_math_verify
 def test_auto_backend_uses_math_verify():
     # only a symbolic checker sees these as equal
-    assert compute_score("math", r"\boxed{(x+1)^2}", "x^2+2x+1") == 1.0
+    assert score("math", r"\boxed{(x+1)^2}", "x^2+2x+1") == 1.0
 
 
 @pytest.mark.parametrize(
@@ -98,6 +204,9 @@ def test_auto_backend_uses_math_verify():
         (r"\boxed{\dfrac{1}{2}}", r"\frac{1}{2}", 1.0),
         (r"\boxed{0.5}", r"\frac{1}{2}", 1.0),
         (r"\boxed{1/2}", "0.5", 1.0),
+        (r"\boxed{\frac12}", "0.5", 1.0),
+        (r"\boxed{\frac{12}{5}}", "2.4", 1.0),
+        (r"\boxed{\frac123}", "4", 0.0),  # \frac123 is (1/2)3, not 12/3
         (r"\boxed{5\text{ cm}}", "5", 1.0),
         (r"\boxed{90^{\circ}}", "90", 1.0),
         (r"\boxed{1,000}", "1000", 1.0),
@@ -105,35 +214,106 @@ def test_auto_backend_uses_math_verify():
         (r"\boxed{3} and \boxed{5}", "5", 1.0),
         (r"\boxed{8}", "7", 0.0),
         ("no box 5", "5", 0.0),
+        (r"\boxed{½}", "1/2", 1.0),
+        (r"\boxed{½}", "0.5", 1.0),
+        (r"\boxed{2½}", "5/2", 1.0),
+        (r"\boxed{2 ½}", "2.5", 1.0),
+        (r"\boxed{0.75}", "¾", 1.0),
         # the fallback's known limit: no symbolic rewriting
         (r"\boxed{(x+1)^2}", "x^2+2x+1", 0.0),
     ],
 )
 def test_simple_fallback(response, truth, expected):
-    assert compute_score("math", response, truth, backend="simple") == expected
+    assert score("math", response, truth, backend="simple") == expected
+
+
+@pytest.mark.parametrize("char", list("¼½¾⅐⅑⅒⅓⅔⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞"))
+def test_every_unicode_fraction_reads_as_its_value(char):
+    latex = math_reward.unicode_fractions_to_latex(char)
+    numerator, denominator = latex.removeprefix("\\frac{").removesuffix("}").split("}{")
+    assert math.isclose(int(numerator) / int(denominator), unicodedata.numeric(char))
+    mixed = math_reward.unicode_fractions_to_latex("3" + char)
+    numerator, denominator = mixed.removeprefix("\\frac{").removesuffix("}").split("}{")
+    assert Fraction(int(numerator), int(denominator)) == 3 + Fraction(unicodedata.numeric(char)).limit_denominator(10)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("x = ½", r"x = \frac{1}{2}"),
+        ("2½ cups", r"\frac{5}{2} cups"),
+        ("-10¾", r"-\frac{43}{4}"),
+        ("½x + ⅓", r"\frac{1}{2}x + \frac{1}{3}"),
+        ("no fractions 1/2", "no fractions 1/2"),
+    ],
+)
+def test_unicode_fractions_to_latex(text, expected):
+    assert math_reward.unicode_fractions_to_latex(text) == expected
 
 
 def test_fallback_without_math_verify_warns_once(monkeypatch, caplog):
     monkeypatch.setattr(math_reward, "have_math_verify", lambda: False)
     monkeypatch.setattr(math_reward, "_warned_fallback", False)
     with caplog.at_level("WARNING", logger="verl_lambda.math_reward"):
-        assert compute_score("math", r"\boxed{0.5}", r"\frac{1}{2}") == 1.0
-        assert compute_score("math", r"\boxed{(x+1)^2}", "x^2+2x+1") == 0.0
-        assert compute_score("math", r"\boxed{2x}", "x+x") == 0.0
+        assert score("math", r"\boxed{0.5}", r"\frac{1}{2}") == 1.0
+        assert score("math", r"\boxed{(x+1)^2}", "x^2+2x+1") == 0.0
+        assert score("math", r"\boxed{2x}", "x+x") == 0.0
     warnings = [r for r in caplog.records if "math-verify is not installed" in r.getMessage()]
     assert len(warnings) == 1
     with pytest.raises(ImportError, match="verl-lambda\\[math\\]"):
         compute_score("math", r"\boxed{2x}", "x+x", backend="math_verify")
 
 
-def test_bad_backend_is_refused():
+def test_bad_backend_and_timeout_are_refused():
     with pytest.raises(ValueError, match="backend"):
         compute_score("math", r"\boxed{2}", "3", backend="sympy")
+    with pytest.raises(ValueError, match="timeout"):
+        compute_score("math", r"\boxed{2}", "3", timeout=0)
 
 
 @pytest.mark.parametrize("truth, response", [(27.0, r"\boxed{27}"), (["3", "5"], r"\boxed{3, 5}"), (9, r"\boxed{9}")])
 def test_non_string_ground_truths(truth, response):
-    assert compute_score("amc23", response, truth, backend="simple" if not isinstance(truth, list) else "auto") == 1.0
+    assert score("amc23", response, truth, backend="simple" if not isinstance(truth, list) else "auto") == 1.0
+
+
+def test_numpy_ground_truths():
+    np = pytest.importorskip("numpy")
+    assert score("amc23", r"\boxed{9}", np.int64(9), backend="simple") == 1.0
+    assert score("amc23", r"\boxed{3, 5}", np.array(["3", "5"]), backend="simple") == 1.0
+
+
+@pytest.mark.parametrize("truth", [None, float("nan"), "", "   ", [], [None, ""]])
+def test_a_missing_ground_truth_is_refused(truth):
+    # str(None) used to become the answer "None", so that \boxed{None} scored 1.0
+    with pytest.raises(ValueError) as err:
+        compute_score("gsm8k", r"\boxed{None}", truth, extra_info={"index": 17}, backend="simple")
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert "row 17 of data source 'gsm8k' has no ground truth" in message
+
+
+def test_a_missing_ground_truth_is_refused_without_extra_info():
+    with pytest.raises(ValueError, match="a 'math' row has no ground truth"):
+        compute_score("math", "no box", None)
+
+
+# ---------------------------------------------------------------------------------------------- verl's conventions
+
+
+def test_result_is_a_dict_with_score_acc_and_timeout_flag():
+    assert compute_score("gsm8k", r"\boxed{4}", "4", backend="simple") == {"score": 1.0, "acc": 1.0, "timed_out": 0.0}
+    assert compute_score("gsm8k", "no box", "4", backend="simple") == {"score": 0.0, "acc": 0.0, "timed_out": 0.0}
+
+
+def test_result_keys_become_verl_validation_metrics():
+    """verl logs every key of a dict result per data source: acc stays the core metric, timed_out is logged."""
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
+
+    results = [compute_score("aime24", r, "5", backend="simple") for r in (r"\boxed{5}", r"\boxed{4}")]
+    infos = {key: [r[key] for r in results] for key in results[0]}
+    metrics = process_validation_metrics(["aime24", "aime24"], ["uid0", "uid0"], infos)
+    assert metrics["aime24"]["acc"]["mean@2"] == 0.5
+    assert metrics["aime24"]["timed_out"]["mean@2"] == 0.0
 
 
 @needs_math_verify
@@ -142,8 +322,8 @@ def test_scores_from_a_worker_thread():
     results = {}
 
     def worker():
-        results["score"] = compute_score("aime24", r"\boxed{\frac{\sqrt{2}}{2}}", r"\sqrt{2}/2")
-        results["wrong"] = compute_score("aime24", r"\boxed{\frac{\sqrt{3}}{2}}", r"\sqrt{2}/2")
+        results["score"] = score("aime24", r"\boxed{\frac{\sqrt{2}}{2}}", r"\sqrt{2}/2")
+        results["wrong"] = score("aime24", r"\boxed{\frac{\sqrt{3}}{2}}", r"\sqrt{2}/2")
 
     thread = threading.Thread(target=worker)
     thread.start()
@@ -156,11 +336,123 @@ def test_loaded_the_way_verl_loads_custom_reward_functions():
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
     config = OmegaConf.create(
-        {"reward": {"custom_reward_function": {"path": "pkg://verl_lambda.math_reward", "name": "compute_score",
-                                               "reward_kwargs": {"backend": "simple"}}}}
+        {
+            "reward": {
+                "custom_reward_function": {
+                    "path": "pkg://verl_lambda.math_reward",
+                    "name": "compute_score",
+                    "reward_kwargs": {"backend": "simple"},
+                }
+            }
+        }
     )
     fn = get_custom_reward_fn(config)
-    # the keyword call verl's NaiveRewardManager makes
-    score = fn(data_source="gsm8k", solution_str=r"so \boxed{1,236}", ground_truth="1236", extra_info={"num_turns": 1})
-    assert score == 1.0
-    assert fn(data_source="gsm8k", solution_str=r"so \boxed{1235}", ground_truth="1236", extra_info=None) == 0.0
+    # the keyword call verl's reward managers make
+    result = fn(data_source="gsm8k", solution_str=r"so \boxed{1,236}", ground_truth="1236", extra_info={"num_turns": 1})
+    assert result["score"] == 1.0
+    assert (
+        fn(data_source="gsm8k", solution_str=r"so \boxed{1235}", ground_truth="1236", extra_info=None)["score"] == 0.0
+    )
+
+
+# ---------------------------------------------------------------------------------------------- concurrency, timeouts
+
+
+@needs_math_verify
+def test_slow_answers_do_not_fail_correct_ones_under_concurrency(fresh_pool, caplog):
+    """8 callers at once, 4 of them with answers math-verify cannot settle: the 4 correct ones still score 1.0,
+    each slow one costs one timeout (not one per parse and compare) and is flagged, and the batch ends in about
+    one timeout."""
+    timeout = 3
+    fresh_pool(8)
+    ordinary = [lambda: compute_score("math", r"\boxed{(x+1)^2}", "x^2+2x+1", timeout=timeout)] * 4
+    warm, _ = run_threads(ordinary * 2)  # starts the workers: start-up is not part of any answer's deadline
+    assert [r["score"] for r, _ in warm] == [1.0] * 8
+    before = math_reward.timeout_count()
+    slow = [lambda s=s: compute_score("math", s, "5", timeout=timeout) for s in SLOW_ANSWERS]
+    with caplog.at_level(logging.WARNING, logger="verl_lambda.math_reward"):
+        results, wall = run_threads(slow + ordinary)
+    assert [r["score"] for r, _ in results[4:]] == [1.0] * 4
+    # before the fix the correct answers queued behind the slow ones (3+ s each)
+    assert all(seconds < 2.0 for _, seconds in results[4:]), results
+    assert [(r["score"], r["timed_out"]) for r, _ in results[:4]] == [(0.0, 1.0)] * 4
+    assert all(seconds < timeout + 1.5 for _, seconds in results[:4]), results
+    assert wall < timeout + 2.5  # before the fix: two rounds of timeouts on 2 workers
+    assert math_reward.timeout_count() == before + 4
+    warnings = [r.getMessage() for r in caplog.records if "no verdict within 3s" in r.getMessage()]
+    assert len(warnings) == 4
+    assert f"({before + 4} timeouts in this process so far)" in " ".join(warnings)
+    assert math_reward._pool.size <= 8
+
+
+@needs_math_verify
+def test_a_queued_callers_timeout_starts_when_its_check_starts(fresh_pool):
+    """With one worker busy on a slow answer, a second caller waits for it; its own (shorter) timeout then
+    applies to its own check only."""
+    fresh_pool(1)
+    assert score("math", r"\boxed{2x}", "x+x") == 1.0  # starts the worker (only math-verify sees this)
+    pool = math_reward._pool
+    results = {}
+
+    def slow():
+        results["slow"] = compute_score("math", SLOW_ANSWERS[0], "5", timeout=2)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while pool._idle and time.monotonic() < deadline:  # wait until the slow check holds the worker
+        time.sleep(0.01)
+    start = time.perf_counter()
+    results["queued"] = compute_score("math", r"\boxed{(x+1)^2}", "x^2+2x+1", timeout=1)
+    waited = time.perf_counter() - start
+    thread.join(timeout=30)
+    assert results["slow"] == {"score": 0.0, "acc": 0.0, "timed_out": 1.0}
+    assert results["queued"] == {"score": 1.0, "acc": 1.0, "timed_out": 0.0}
+    assert waited > 1.0  # it did wait for the worker, longer than its own timeout
+    assert pool.size == 1
+
+
+@needs_math_verify
+def test_a_worker_stuck_past_its_deadline_is_killed_and_replaced():
+    pool = math_reward._CheckerPool(max_workers=1)
+    try:
+        first_pid = pool.run(os.getpid, (), 10)[1]
+        # system() waits in C with SIGALRM held off: the worker cannot honour its deadline itself
+        start = time.perf_counter()
+        assert pool.run(os.system, ("sleep 4",), 0.5) == ("timeout", None)
+        assert time.perf_counter() - start < 0.5 + math_reward._KILL_GRACE + 1.0
+        assert pool.size == 0
+        status, second_pid = pool.run(os.getpid, (), 10)
+        assert status == "ok" and second_pid != first_pid
+        assert pool.run(math_reward._verify_answer, ("x^2+2x+1", "(x+1)^2"), 10) == ("ok", True)
+    finally:
+        pool.shutdown()
+
+
+@needs_math_verify
+def test_a_worker_that_honours_its_deadline_is_kept():
+    pool = math_reward._CheckerPool(max_workers=1)
+    try:
+        first_pid = pool.run(os.getpid, (), 10)[1]
+        start = time.perf_counter()
+        assert pool.run(time.sleep, (30,), 0.5) == ("timeout", None)
+        assert time.perf_counter() - start < 0.5 + math_reward._KILL_GRACE
+        assert pool.run(os.getpid, (), 10) == ("ok", first_pid)
+    finally:
+        pool.shutdown()
+
+
+@needs_math_verify
+def test_the_pool_is_bounded(fresh_pool):
+    fresh_pool(2)
+    results, _ = run_threads([lambda: score("math", r"\boxed{(x+1)^2}", "x^2+2x+1")] * 5)
+    assert [r for r, _ in results] == [1.0] * 5
+    assert math_reward._pool.size <= 2
+
+
+def test_the_pool_size_setting_is_checked(monkeypatch):
+    monkeypatch.setenv(math_reward.WORKERS_ENV, "0")
+    with pytest.raises(ValueError, match=math_reward.WORKERS_ENV):
+        math_reward.max_workers()
+    monkeypatch.delenv(math_reward.WORKERS_ENV)
+    assert 1 <= math_reward.max_workers() <= 32

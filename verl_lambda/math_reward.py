@@ -4,13 +4,22 @@ A response scores 1.0 when the content of its **last** ``\\boxed{...}`` is mathe
 the ground truth, else 0.0. No box, an empty box, or a reasoning block that never closes
 (``<think>`` without ``</think>``, i.e. a response cut at the length limit) score 0.0. When the
 response has a ``</think>``, only the text after it is read, so a box inside the reasoning does
-not count.
+not count. Unicode vulgar fractions (``½``, ``2¾``) are read as the fractions they stand for.
 
 Equality is decided by `math-verify <https://github.com/huggingface/Math-Verify>`_ (fractions,
 decimals, LaTeX forms, units, sets, intervals, symbolic expressions). Without it (``pip install
 'verl-lambda[math]'``) the reward falls back to a normalised string / number comparison and logs
 a warning once: the fallback accepts ``\\dfrac{1}{2}`` = ``0.5`` = ``1/2`` or ``5\\text{ cm}`` = ``5`` but
 not symbolic rewrites such as ``(x+1)^2`` = ``x^2+2x+1``.
+
+math-verify runs in a pool of worker processes, one answer per task: parsing the ground truth,
+parsing the answer and comparing them share one deadline (``timeout`` seconds), which starts when
+a worker takes the task, not while it waits for one. The pool grows with the number of callers
+at once, up to ``$VERL_LAMBDA_MATH_WORKERS`` processes (default ``min(32, cpus + 4)``, the size of
+the thread pool verl scores from); a worker that overruns its deadline is killed and replaced.
+An answer whose check timed out scores 0.0, is counted (:func:`timeout_count`) and logged as a
+timeout, and is flagged in the result (``timed_out``), which verl logs per data source as the
+validation metric ``val-aux/<data_source>/timed_out/mean@<k>``.
 
 Use it in a verl run with::
 
@@ -21,22 +30,40 @@ Use it in a verl run with::
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
+import importlib
+import json
 import logging
-import multiprocessing
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 from fractions import Fraction
-from typing import Any, Optional
+from multiprocessing.connection import Connection
+from typing import Any, Callable, NamedTuple, Optional
 
-__all__ = ["compute_score", "last_boxed", "final_answer_text", "answers_match", "have_math_verify"]
+__all__ = [
+    "compute_score",
+    "last_boxed",
+    "final_answer_text",
+    "answers_match",
+    "check_answer",
+    "AnswerCheck",
+    "have_math_verify",
+    "unicode_fractions_to_latex",
+    "timeout_count",
+    "max_workers",
+]
 
 logger = logging.getLogger(__name__)
 
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
+WORKERS_ENV = "VERL_LAMBDA_MATH_WORKERS"
+_STARTUP_TIMEOUT = 180.0  # seconds a new worker may take to import math-verify (not part of any answer's deadline)
+_KILL_GRACE = 1.0  # seconds past the deadline before a worker that ignores its alarm is killed
 _warned_fallback = False
-_pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
-_pool_lock = threading.Lock()
+_timeouts = 0
+_state_lock = threading.Lock()
 
 
 def have_math_verify() -> bool:
@@ -48,34 +75,47 @@ def have_math_verify() -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------------------------
+# Reading the answer out of a response
+
+_BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)")
+_BRACE = re.compile(r"[{}]")
+_LEADING_SPACE = re.compile(r"\s*")
+_BRACELESS = re.compile(r"\s+([^\s$]+)")
+
+
 def last_boxed(text: str) -> Optional[str]:
     """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced.
 
-    Also reads the brace-less form ``\\boxed 5``. Returns None when there is no complete box.
+    Also reads the brace-less form ``\\boxed 5``. A box that never closes (a response cut off or
+    stuck repeating ``\\boxed{``) is skipped for the one before it. Returns None when there is no
+    complete box. Runs in one pass over the text: linear time whatever the input.
     """
     if not text:
         return None
-    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
-    while start >= 0:
-        cmd = next(c for c in _BOX_COMMANDS if text.startswith(c, start))
-        pos = start + len(cmd)
-        rest = text[pos:]
-        if rest.startswith(" ") and not rest.lstrip().startswith("{"):
-            match = re.match(r"\s+([^\s$]+)", rest)
+    starts = [m.end() for m in _BOX_COMMAND.finditer(text)]  # position right after each command
+    if not starts:
+        return None
+    # Matching close brace of every "{" from the first box on (the match of a "{" depends only on
+    # the text after it, so the text before the first box can be ignored).
+    closing: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _BRACE.finditer(text, starts[0]):
+        if m.group() == "{":
+            stack.append(m.start())
+        elif stack:
+            closing[stack.pop()] = m.start()
+    for pos in reversed(starts):
+        first = _LEADING_SPACE.match(text, pos).end()
+        if first < len(text) and text[first] == "{":
+            close = closing.get(first)
+            if close is not None:
+                return text[first + 1 : close]
+        elif text.startswith(" ", pos):
+            match = _BRACELESS.match(text, pos)
             if match:
                 return match.group(1)
-        elif rest.lstrip().startswith("{"):
-            pos += len(rest) - len(rest.lstrip()) + 1
-            depth = 1
-            for i in range(pos, len(text)):
-                if text[i] == "{":
-                    depth += 1
-                elif text[i] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[pos:i]
         # an unclosed or malformed box: look further back
-        start = max(text.rfind(cmd, 0, start) for cmd in _BOX_COMMANDS)
     return None
 
 
@@ -88,12 +128,46 @@ def final_answer_text(solution_str: str) -> Optional[str]:
     return solution_str
 
 
+# Unicode vulgar fractions and the (numerator, denominator) each stands for.
+_VULGAR_FRACTIONS: dict[str, tuple[int, int]] = {
+    "¼": (1, 4), "½": (1, 2), "¾": (3, 4), "⅐": (1, 7), "⅑": (1, 9), "⅒": (1, 10),
+    "⅓": (1, 3), "⅔": (2, 3), "⅕": (1, 5), "⅖": (2, 5), "⅗": (3, 5), "⅘": (4, 5),
+    "⅙": (1, 6), "⅚": (5, 6), "⅛": (1, 8), "⅜": (3, 8), "⅝": (5, 8), "⅞": (7, 8),
+}  # fmt: skip
+_VULGAR = "".join(_VULGAR_FRACTIONS)
+_MIXED_NUMBER = re.compile(rf"(?<![\d.,])(\d+)[ \t]?([{_VULGAR}])")
+_LONE_FRACTION = re.compile(rf"[{_VULGAR}]")
+
+
+def unicode_fractions_to_latex(text: str) -> str:
+    """``text`` with Unicode vulgar fractions as LaTeX: ``½`` -> ``\\frac{1}{2}``, ``2½`` -> ``\\frac{5}{2}``.
+
+    A run of digits right before the fraction (optionally one space apart) is its whole part, as
+    in a mixed number.
+    """
+    if not _LONE_FRACTION.search(text):
+        return text
+
+    def mixed(match: re.Match) -> str:
+        numerator, denominator = _VULGAR_FRACTIONS[match.group(2)]
+        value = int(match.group(1)) + Fraction(numerator, denominator)
+        return f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+
+    def lone(match: re.Match) -> str:
+        numerator, denominator = _VULGAR_FRACTIONS[match.group()]
+        return f"\\frac{{{numerator}}}{{{denominator}}}"
+
+    return _LONE_FRACTION.sub(lone, _MIXED_NUMBER.sub(mixed, text))
+
+
 # ----------------------------------------------------------------------------------------------
 # Fallback comparison (no math-verify)
 
 _UNIT_TEXT = re.compile(r"\\(?:text|textrm|mathrm|mbox|textbf|mathbf)\{\s*[a-zA-Z][a-zA-Z .]*\}(\^\{?\d\}?)?")
 _SPACING = re.compile(r"\\[,;:! ]|\\q?quad")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
+# \frac{12}{5} or \frac12 (one-digit arguments need no braces); unambiguous, so linear on any input
+_LATEX_FRACTION = re.compile(r"\\frac(?:\{(\d+)\}|(\d))(?:\{(\d+)\}|(\d))")
 
 
 def _normalise(answer: str) -> str:
@@ -114,13 +188,16 @@ def _as_number(s: str) -> Optional[Fraction]:
     sign = 1
     if s.startswith("-"):
         sign, s = -1, s[1:]
-    frac = re.fullmatch(r"\\frac\{?(\d+)\}?\{?(\d+)\}?", s) or re.fullmatch(r"(\d+)/(\d+)", s)
+    latex = _LATEX_FRACTION.fullmatch(s)
+    slash = re.fullmatch(r"(\d+)/(\d+)", s)
     try:
-        if frac:
-            return sign * Fraction(int(frac.group(1)), int(frac.group(2)))
+        if latex:
+            return sign * Fraction(int(latex.group(1) or latex.group(2)), int(latex.group(3) or latex.group(4)))
+        if slash:
+            return sign * Fraction(int(slash.group(1)), int(slash.group(2)))
         if re.fullmatch(r"\d+(\.\d*)?|\.\d+", s):
             return sign * Fraction(s)
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError):  # ValueError: more digits than int() reads
         return None
     return None
 
@@ -138,43 +215,331 @@ def _simple_match(gold: str, pred: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# math-verify comparison
+# math-verify comparison, in worker processes with one deadline per answer
 
-def _math_verify_match(gold: str, pred: str, timeout: Optional[int]) -> bool:
+
+class _Deadline(BaseException):
+    """Raised by the SIGALRM handler when an answer's deadline passes.
+
+    A BaseException of its own, so that neither math-verify's nor sympy's ``except Exception``
+    (nor math-verify's own ``TimeoutException`` handlers) swallow it.
+    """
+
+
+def _verify_answer(gold: str, pred: str) -> bool:
+    """math-verify's verdict on ``pred`` against ``gold``, with math-verify's own timeouts off.
+
+    The caller bounds the whole call (two parses and the comparison) with one deadline.
+    """
     from math_verify import LatexExtractionConfig, parse, verify
 
     config = [LatexExtractionConfig(boxed_match_priority=0)]
-    gold_parsed = parse("\\boxed{" + gold + "}", extraction_config=config, parsing_timeout=timeout)
-    pred_parsed = parse("\\boxed{" + pred + "}", extraction_config=config, parsing_timeout=timeout)
-    if not gold_parsed or not pred_parsed:
+    gold_parsed = parse("\\boxed{" + gold + "}", extraction_config=config, parsing_timeout=None)
+    if not gold_parsed:
         return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+    pred_parsed = parse("\\boxed{" + pred + "}", extraction_config=config, parsing_timeout=None)
+    if not pred_parsed:
+        return False
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
 
 
-def _get_pool() -> concurrent.futures.ProcessPoolExecutor:
+def _call_with_deadline(fn: Callable[..., Any], args: tuple, timeout: float) -> tuple[str, Any]:
+    """``fn(*args)`` bounded by a SIGALRM deadline (main thread only).
+
+    Returns ``("ok", result)``, ``("timeout", None)`` or ``("error", message)``.
+    """
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _Deadline()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            return "ok", fn(*args)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Deadline:
+        return "timeout", None
+    except Exception as err:  # noqa: BLE001 - reported to the caller, which logs it
+        return "error", f"{type(err).__name__}: {err}"
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+# Checks a new worker runs before it takes tasks: sympy imports much of itself lazily, so the first
+# polynomial, interval or tuple comparison in a process costs up to a second or two, which must not
+# count against a real answer's deadline.
+_WARM_UP = (
+    ("x^2+2x+1", "(x+1)^2"),
+    ("[1,2)", "(1,2)"),
+    (r"(3,\frac{\pi}{2})", r"\left(3,\frac{\pi}{2}\right)"),
+    (r"2\sqrt{3}", r"\sqrt{12}"),
+    (r"\log_2 8", "3"),
+)
+
+
+def _worker_main(read_fd: int, write_fd: int) -> None:
+    """Body of a checker process: import math-verify, say "ready", then run one task at a time.
+
+    Tasks come in on ``read_fd`` and results go out on ``write_fd`` (pipes from the parent).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which kills the workers
+    tasks, conn = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    # math-verify warns once that its own timeouts are off: here the deadline is ours.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    try:
+        for gold, pred in _WARM_UP:
+            _verify_answer(gold, pred)
+    except Exception as err:  # noqa: BLE001
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if task is None:
+            return
+        (module, name), args, timeout = task
+        try:
+            fn = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            result: tuple[str, Any] = ("error", f"cannot load the task {module}.{name}: {err}")
+        else:
+            result = _call_with_deadline(fn, args, timeout)
+        try:
+            conn.send(result)
+        except OSError:
+            return  # the parent is gone (or gave up on this task and killed us)
+
+
+# A checker process runs this with: <read fd> <write fd> <the parent's sys.path as JSON>. It is a
+# plain subprocess rather than a multiprocessing one so that the parent's __main__ is never
+# re-imported (a script without an `if __name__ == "__main__"` guard would run again).
+_WORKER_CODE = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[3]); "
+    "from verl_lambda.math_reward import _worker_main; _worker_main(int(sys.argv[1]), int(sys.argv[2]))"
+)
+
+
+class _Worker:
+    """One checker process and the parent's ends of the two pipes to it."""
+
+    def __init__(self) -> None:
+        task_read, task_write = os.pipe()
+        result_read, result_write = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CODE, str(task_read), str(result_write), json.dumps(sys.path)],
+                pass_fds=(task_read, result_write),
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            for fd in (task_read, task_write, result_read, result_write):
+                os.close(fd)
+            raise
+        os.close(task_read)
+        os.close(result_write)
+        self.tasks = Connection(task_write, readable=False)
+        self.results = Connection(result_read, writable=False)
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+    def wait_ready(self) -> None:
+        """Block until the worker has imported math-verify; RuntimeError if it cannot."""
+        reason = f"did not start within {_STARTUP_TIMEOUT:.0f}s"
+        try:
+            if self.results.poll(_STARTUP_TIMEOUT):
+                status, value = self.results.recv()
+                if status == "ready":
+                    return
+                reason = f"failed to start: {value}"
+        except (EOFError, OSError):
+            self.kill()
+            reason = f"exited with code {self.process.returncode} while starting"
+        self.kill()
+        raise RuntimeError(f"verl_lambda.math_reward: a math-verify worker process {reason}")
+
+    def kill(self) -> None:
+        """Stop the process now (it may be stuck in C code that ignores signals) and reap it."""
+        if self.alive():
+            self.process.kill()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.tasks.close()
+        self.results.close()
+
+
+class _CheckerPool:
+    """Worker processes that run one task each at a time, each task under its own deadline.
+
+    A caller takes an idle worker, or starts a new one while fewer than ``max_workers`` exist, or
+    waits for one to come free; its deadline starts only once a ready worker has its task. A
+    worker that overruns the deadline by ``_KILL_GRACE`` is killed and not reused.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+        self.pid = os.getpid()
+        self._cond = threading.Condition()
+        self._idle: list[_Worker] = []
+        self._count = 0  # workers alive or starting
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        """Number of worker processes alive or starting."""
+        with self._cond:
+            return self._count
+
+    def _acquire(self) -> _Worker:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise RuntimeError("verl_lambda.math_reward: the math-verify pool is shut down")
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.alive():
+                        return worker
+                    self._count -= 1
+                    worker.kill()  # reaps it and closes the pipes
+                if self._count < self.max_workers:
+                    self._count += 1
+                    break
+                self._cond.wait()
+        try:
+            worker = _Worker()
+            worker.wait_ready()
+        except BaseException:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify()
+            raise
+        return worker
+
+    def _release(self, worker: _Worker) -> None:
+        with self._cond:
+            if self._closed:
+                self._count -= 1
+                worker.kill()
+            else:
+                self._idle.append(worker)
+            self._cond.notify()
+
+    def _discard(self, worker: _Worker) -> None:
+        worker.kill()
+        with self._cond:
+            self._count -= 1
+            self._cond.notify()
+
+    def run(self, fn: Callable[..., Any], args: tuple, timeout: float) -> tuple[str, Any]:
+        """``fn(*args)`` in a worker, within ``timeout`` seconds of the worker taking it.
+
+        Returns ``("ok", result)``, ``("timeout", None)`` or ``("error", message)``. ``fn`` must
+        be a module-level function (the worker imports it by name); ``args`` and the result must
+        pickle.
+        """
+        # The function goes by name: the worker imports this module as verl_lambda.math_reward even
+        # when the caller loaded it under another name (verl loads a reward file path as a module).
+        module = "verl_lambda.math_reward" if fn.__module__ == __name__ else fn.__module__
+        worker = self._acquire()
+        try:
+            worker.tasks.send(((module, fn.__qualname__), args, timeout))
+            if not worker.results.poll(timeout + _KILL_GRACE):
+                self._discard(worker)  # stuck where its alarm cannot reach it
+                return "timeout", None
+            status, value = worker.results.recv()
+        except (EOFError, OSError):
+            self._discard(worker)
+            return "error", f"the math-verify worker process died (exit code {worker.process.returncode})"
+        except BaseException:
+            self._discard(worker)
+            raise
+        self._release(worker)
+        return status, value
+
+    def shutdown(self) -> None:
+        """Stop every worker; later calls to :meth:`run` raise RuntimeError."""
+        if os.getpid() != self.pid:
+            return  # a forked child: the workers belong to the parent
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+            self._cond.notify_all()
+        for worker in idle:
+            worker.kill()
+
+
+_pool: Optional[_CheckerPool] = None
+
+
+def max_workers() -> int:
+    """The largest number of math-verify worker processes: ``$VERL_LAMBDA_MATH_WORKERS`` or ``min(32, cpus + 4)``."""
+    value = os.environ.get(WORKERS_ENV)
+    if value:
+        try:
+            workers = int(value)
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise ValueError(f"${WORKERS_ENV} must be a whole number >= 1, got {value!r}")
+        return workers
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def _get_pool() -> _CheckerPool:
     global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
-            atexit.register(_pool.shutdown, wait=True, cancel_futures=True)
+    with _state_lock:
+        if _pool is None or _pool.pid != os.getpid():  # a forked child must not use its parent's pipes
+            _pool = _CheckerPool(max_workers())
+            atexit.register(_pool.shutdown)
         return _pool
 
 
-def answers_match(gold: str, pred: str, backend: str = "auto", timeout: int = 10) -> bool:
-    """Whether ``pred`` equals ``gold`` (both answer strings, without ``\\boxed``).
+def timeout_count() -> int:
+    """How many answers in this process got no math-verify verdict within their timeout."""
+    with _state_lock:
+        return _timeouts
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class AnswerCheck(NamedTuple):
+    """The verdict on one answer: whether it matches, and whether the check ran out of time."""
+
+    match: bool
+    timed_out: bool = False
+
+
+def check_answer(gold: str, pred: str, backend: str = "auto", timeout: float = 10) -> AnswerCheck:
+    """Whether ``pred`` equals ``gold`` (both answer strings, without ``\\boxed``), and whether the check timed out.
 
     Args:
         backend: ``"math_verify"``, ``"simple"`` (normalised string / number comparison), or
             ``"auto"`` (math-verify when installed, else simple with a one-time warning).
-        timeout: seconds allowed for one math-verify comparison; a timeout counts as no match.
+        timeout: seconds allowed for the whole math-verify check of this answer (parsing both
+            sides and comparing), counted from when a worker process starts on it. A timeout
+            counts as no match, is counted (:func:`timeout_count`) and logged as a warning.
     """
-    global _warned_fallback
+    global _warned_fallback, _timeouts
     if backend not in ("auto", "math_verify", "simple"):
         raise ValueError(f"backend must be 'auto', 'math_verify' or 'simple', got {backend!r}")
+    if not timeout or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    gold, pred = unicode_fractions_to_latex(gold), unicode_fractions_to_latex(pred)
     if _simple_match(gold, pred):
-        return True
+        return AnswerCheck(True)
     if backend == "simple":
-        return False
+        return AnswerCheck(False)
     if not have_math_verify():
         if backend == "math_verify":
             raise ImportError("backend='math_verify' needs math-verify: pip install 'verl-lambda[math]'")
@@ -184,16 +549,46 @@ def answers_match(gold: str, pred: str, backend: str = "auto", timeout: int = 10
                 "strings/numbers only (install it with pip install 'verl-lambda[math]')"
             )
             _warned_fallback = True
-        return False
-    if threading.current_thread() is threading.main_thread():
-        # math-verify's own timeout uses signal.alarm, which only works in the main thread.
-        return _math_verify_match(gold, pred, timeout)
-    # verl calls reward functions from worker threads: run the check in a process with a deadline.
-    future = _get_pool().submit(_math_verify_match, gold, pred, timeout)
-    try:
-        return future.result(timeout=timeout + 5)
-    except concurrent.futures.TimeoutError:
-        return False
+        return AnswerCheck(False)
+    status, value = _get_pool().run(_verify_answer, (gold, pred), timeout)
+    if status == "ok":
+        return AnswerCheck(bool(value))
+    if status == "timeout":
+        with _state_lock:
+            _timeouts += 1
+            count = _timeouts
+        logger.warning(
+            "verl_lambda.math_reward: math-verify gave no verdict within %ss on answer %r (ground truth %r); "
+            "scored 0.0 as timed out (%d timeout%s in this process so far)",
+            timeout, _short(pred), _short(gold), count, "" if count == 1 else "s",
+        )  # fmt: skip
+        return AnswerCheck(False, timed_out=True)
+    logger.warning("verl_lambda.math_reward: math-verify failed on answer %r: %s; scored 0.0", _short(pred), value)
+    return AnswerCheck(False)
+
+
+def answers_match(gold: str, pred: str, backend: str = "auto", timeout: float = 10) -> bool:
+    """Whether ``pred`` equals ``gold`` (both answer strings, without ``\\boxed``); see :func:`check_answer`."""
+    return check_answer(gold, pred, backend=backend, timeout=timeout).match
+
+
+# ----------------------------------------------------------------------------------------------
+# verl entry point
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return value != value  # NaN: pandas' missing value
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, (list, tuple)) or (hasattr(value, "tolist") and not isinstance(value, str)):
+        items = value.tolist() if hasattr(value, "tolist") else value
+        if not isinstance(items, list):
+            return _is_missing(items)  # a numpy scalar
+        return all(_is_missing(v) for v in items)
+    return False
 
 
 def _as_text(value: Any) -> str:
@@ -201,7 +596,9 @@ def _as_text(value: Any) -> str:
         return str(int(value))
     if isinstance(value, (list, tuple)) or (hasattr(value, "tolist") and not isinstance(value, str)):
         items = value.tolist() if hasattr(value, "tolist") else value
-        return ", ".join(_as_text(v) for v in items)
+        if not isinstance(items, list):
+            return _as_text(items)
+        return ", ".join(_as_text(v) for v in items if not _is_missing(v))
     return str(value).strip()
 
 
@@ -211,26 +608,38 @@ def compute_score(
     ground_truth: Any,
     extra_info: Optional[dict] = None,
     backend: str = "auto",
-    timeout: int = 10,
+    timeout: float = 10,
     **kwargs: Any,
-) -> float:
-    """verl custom reward function: 1.0 if the last boxed answer equals ``ground_truth``, else 0.0.
+) -> dict[str, float]:
+    """verl custom reward function: ``score`` 1.0 if the last boxed answer equals ``ground_truth``, else 0.0.
+
+    Returns ``{"score": s, "acc": s, "timed_out": 0.0 or 1.0}``: verl rewards ``score`` and logs
+    every key per data source in validation (``acc`` keeps the ``val-core/<data_source>/acc/...``
+    metrics a plain float return gives; ``timed_out`` is 1.0 when math-verify gave no verdict in
+    time, see :func:`check_answer`).
 
     Args:
         data_source: dataset label (unused; every source is scored the same way).
         solution_str: the decoded response.
         ground_truth: the reference answer (string or number; a list means a multi-part answer).
-        extra_info: verl's per-sample extras (unused).
-        backend, timeout: see :func:`answers_match`; set them through
+            A missing one (None, NaN, empty) is a data bug and raises ValueError.
+        extra_info: verl's per-sample extras (only ``index`` is read, to name a bad row).
+        backend, timeout: see :func:`check_answer`; set them through
             ``reward.custom_reward_function.reward_kwargs``.
     """
-    answer_text = final_answer_text(solution_str or "")
-    if answer_text is None:
-        return 0.0
-    pred = last_boxed(answer_text)
-    if pred is None or not pred.strip():
-        return 0.0
+    if _is_missing(ground_truth):
+        index = extra_info.get("index") if isinstance(extra_info, dict) else None
+        row = f"row {index} of data source {data_source!r}" if index is not None else f"a {data_source!r} row"
+        raise ValueError(
+            f"verl_lambda.math_reward: {row} has no ground truth (reward_model.ground_truth = {ground_truth!r}); "
+            "fix the data set (python -m verl_lambda.math_data drops rows without an answer)"
+        )
     gold = _as_text(ground_truth)
-    if not gold:
-        return 0.0
-    return 1.0 if answers_match(gold, pred.strip(), backend=backend, timeout=timeout) else 0.0
+    answer_text = final_answer_text(solution_str or "")
+    pred = last_boxed(answer_text) if answer_text is not None else None
+    if pred is None or not pred.strip():
+        check = AnswerCheck(False)
+    else:
+        check = check_answer(gold, pred.strip(), backend=backend, timeout=timeout)
+    score = 1.0 if check.match else 0.0
+    return {"score": score, "acc": score, "timed_out": 1.0 if check.timed_out else 0.0}

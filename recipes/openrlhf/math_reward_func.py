@@ -33,11 +33,11 @@ def _response(query: str, prompt: str) -> str:
 
 def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwargs: Any) -> dict:
     """OpenRLHF's custom reward interface: rewards (for the advantage), scores (for filtering), logs."""
-    rewards = torch.tensor(
-        [
-            compute_score("openrlhf", _response(query, prompt), _ground_truth(label))
-            for query, prompt, label in zip(queries, prompts, labels)
-        ],
-        dtype=torch.float32,
-    )
-    return {"rewards": rewards, "scores": rewards, "extra_logs": {"math_accuracy": rewards.mean()}}
+    results = [
+        compute_score("openrlhf", _response(query, prompt), _ground_truth(label))
+        for query, prompt, label in zip(queries, prompts, labels)
+    ]
+    rewards = torch.tensor([r["score"] for r in results], dtype=torch.float32)
+    timed_out = torch.tensor([float(r["timed_out"]) for r in results])
+    logs = {"math_accuracy": rewards.mean(), "math_timed_out": timed_out.mean()}
+    return {"rewards": rewards, "scores": rewards, "extra_logs": logs}
