@@ -39,7 +39,7 @@ from verl.trainer.ppo.core_algos import get_policy_loss_fn  # noqa: E402
 from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
 from verl.workers.config import ActorConfig, PolicyLossConfig  # noqa: E402
 
-import verl_lambda.objective as objective  # noqa: E402
+import verl_lambda.core.objective as objective  # noqa: E402
 from verl_lambda.config import GRPOLambdaLossConfig  # noqa: E402
 
 STYLES = {
@@ -132,27 +132,27 @@ def measure(methods, inputs, device, rounds=5):
 @contextlib.contextmanager
 def naive_trace():
     """Swap the trace for the L×L weight-matrix form (right-padded rows only, as in the benchmark)."""
-    fast = objective.traced_log_ratio
+    fast = objective.apply_trace
 
-    def dense(log_ratio, mask, *, lam, gamma, style, epsilon, norm):
+    def dense(log_ratio, mask, settings):
         pos = torch.arange(log_ratio.shape[-1], device=log_ratio.device, dtype=torch.float32)
-        decay = torch.tensor(gamma * lam, device=log_ratio.device)
+        decay = torch.tensor(settings.decay, device=log_ratio.device)
         w = torch.pow(decay, (pos[:, None] - pos[None, :]).clamp(min=0))
-        if style == "both":
+        if settings.trace == "both":
             w = torch.maximum(w, torch.pow(decay, pos)[None, :])
-        if epsilon > 0:
-            w = w.clamp(min=epsilon)
+        if settings.trace_epsilon > 0:
+            w = w.clamp(min=settings.trace_epsilon)
         w = w.tril()
-        if norm == "sum":
+        if settings.trace_norm == "sum":
             w = w / w.sum(1, keepdim=True)
         x = torch.where(mask, log_ratio.float(), 0.0)
         return torch.where(mask, x @ w.T, 0.0)
 
-    objective.traced_log_ratio = dense
+    objective.apply_trace = dense
     try:
         yield
     finally:
-        objective.traced_log_ratio = fast
+        objective.apply_trace = fast
 
 
 def bench_estimator(rows, length, device):

@@ -1,1 +1,4 @@
-"""Adapters for RL frameworks without a plugin registry (installed as ``verl_lambda.patches``)."""
+"""Adapters for RL frameworks without a plugin registry (installed as ``verl_lambda.patches``).
+
+One folder per framework: :mod:`verl_lambda.patches.openrlhf`.
+"""

@@ -17,7 +17,10 @@ MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-Math-1.5B-Instruct}  # base model: tokeniz
 CKPT_DIR=${CKPT_DIR:-}             # verl actor checkpoint (.../global_step_N/actor); empty: evaluate MODEL_PATH
 CKPT_BACKEND=${CKPT_BACKEND:-fsdp} # fsdp | megatron: the engine that wrote CKPT_DIR
 DATA_DIR=${DATA_DIR:-$HOME/data/grpo_lambda}
-EVAL_FILES=${EVAL_FILES:-"['$DATA_DIR/aime24.parquet','$DATA_DIR/math500.parquet','$DATA_DIR/olympiadbench.parquet','$DATA_DIR/minerva_math.parquet','$DATA_DIR/amc23.parquet']"}
+EVAL_SETS=${EVAL_SETS:-aime24 math500 olympiadbench minerva_math amc23}
+EVAL_FILES=""
+for set in $EVAL_SETS; do EVAL_FILES+="'$DATA_DIR/$set.parquet',"; done
+EVAL_FILES="[${EVAL_FILES%,}]"
 
 N_SAMPLES=${N_SAMPLES:-16}         # k: responses per problem; pass@1 is averaged over them
 TEMPERATURE=${TEMPERATURE:-0.6}
@@ -36,14 +39,15 @@ OUT_DIR=$(cd "$OUT_DIR" && pwd)
 RESULTS_TABLE=${RESULTS_TABLE:-$OUT_DIR/results.md}
 METRICS_FILE=$OUT_DIR/$RUN_NAME.metrics.jsonl
 
-case "${VERL_LAMBDA_DRY_RUN:-0}" in "" | 0 | false | no | off) DRY_RUN=0 ;; *) DRY_RUN=1 ;; esac
-for arg in "$@"; do
-    if [ "$arg" = --dry-run ]; then DRY_RUN=1; fi
-done
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+DRY_RUN=0
+is_true "${VERL_LAMBDA_DRY_RUN:-0}" && DRY_RUN=1
+for arg in "$@"; do [ "$arg" = --dry-run ] && DRY_RUN=1; done
 
 if [ -n "$CKPT_DIR" ]; then
     # verl saves sharded checkpoints; evaluate their Hugging Face export.
-    if [ ! -f "$CKPT_DIR/huggingface/model.safetensors.index.json" ] && [ ! -f "$CKPT_DIR/huggingface/model.safetensors" ]; then
+    EXPORT=$CKPT_DIR/huggingface
+    if [ ! -f "$EXPORT/model.safetensors.index.json" ] && [ ! -f "$EXPORT/model.safetensors" ]; then
         if [ "$DRY_RUN" = 1 ]; then
             echo "dry run: would merge $CKPT_DIR into $CKPT_DIR/huggingface"
         else

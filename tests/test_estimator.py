@@ -115,3 +115,49 @@ def test_missing_uid_is_a_clear_error():
 
     with pytest.raises(ValueError, match="needs group ids"):
         get_adv_estimator_fn("grpo_lambda")(token_level_rewards=torch.zeros(2, 3), response_mask=torch.ones(2, 3))
+
+
+def test_huge_rewards_keep_their_advantages():
+    """Group statistics in float64: rewards of 1e20 (whose squares overflow float32) are not zeroed."""
+    rewards = torch.zeros(4, 3)
+    rewards[:, -1] = torch.tensor([4e20, 0.0, 4e20, 0.0])
+    mask = torch.ones(4, 3)
+    uids = np.array(["a"] * 4, dtype=object)
+    adv, _ = run(rewards, mask, uids, algorithm(adv_clamp=None))
+    verls, _ = run(rewards, mask, uids, algorithm(), estimator="grpo")
+    expected = spec.grpo_lambda_advantage(rewards, mask, list(uids), None, True)
+    assert expected.abs().max() > 0.5
+    torch.testing.assert_close(adv.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(adv, verls, rtol=1e-5, atol=1e-6)  # verl's own grpo stays finite too
+
+
+@pytest.mark.parametrize(
+    "uids, groups",
+    [
+        ([1.0, 1.0, 1.5, 1.5], [[0, 1], [2, 3]]),  # non-integer floats are not rounded together
+        ([0, 0, "0", "0"], [[0, 1], [2, 3]]),  # an int and a string are different uids
+        (["p", "p", "q", "q"], [[0, 1], [2, 3]]),
+    ],
+)
+def test_groups_are_the_exact_uid_values(uids, groups):
+    rewards = torch.zeros(4, 2)
+    rewards[:, -1] = torch.tensor([1.0, 0.0, 3.0, 2.0])
+    mask = torch.ones(4, 2)
+    adv, _ = run(rewards, mask, np.array(uids, dtype=object), algorithm(adv_clamp=None))
+    expected = spec.grpo_lambda_advantage(rewards, mask, [next(g for g, m in enumerate(groups) if i in m)
+                                                           for i in range(4)], None, True)  # fmt: skip
+    torch.testing.assert_close(adv.double(), expected, rtol=1e-5, atol=1e-6)
+    assert adv[0, 0] > 0 > adv[1, 0] and adv[2, 0] > 0 > adv[3, 0]  # each pair normalised on its own
+
+
+@pytest.mark.parametrize("bad", [float("nan"), None])
+def test_a_missing_uid_value_is_one_clear_error(bad):
+    rewards, mask = torch.zeros(3, 2), torch.ones(3, 2)
+    with pytest.raises(ValueError, match=r"^the group id \(uid\) of row 1 is (nan|None): every response needs a real group id$"):
+        run(rewards, mask, np.array(["a", bad, "a"], dtype=object), algorithm())
+
+
+def test_norm_adv_by_std_must_be_a_boolean():
+    rewards, mask, uids = make_batch(6)
+    with pytest.raises(ValueError, match=r"^algorithm\.norm_adv_by_std_in_grpo must be true or false, got 'false'"):
+        run(rewards, mask, uids, algorithm(norm="false"))

@@ -11,14 +11,10 @@ from omegaconf import OmegaConf
 
 import verl_lambda.main_ppo as launcher
 from verl_lambda.config import TARGET
-from verl_lambda.launch_checks import (
-    REGISTRATION_KEY,
-    LaunchError,
-    check_launch,
-    registration_override,
-    worker_modules,
-    summary_lines,
-)
+from verl_lambda.cli import DRY_RUN_ENV, LaunchError
+from verl_lambda.launch import check_launch
+from verl_lambda.launch.grpo_lambda import REGISTRATION_KEY, registration_override, worker_modules
+from verl_lambda.launch.summary import summary_lines
 
 GRPO_LAMBDA = [
     "algorithm.adv_estimator=grpo_lambda",
@@ -55,7 +51,7 @@ def no_ray(monkeypatch):
 
     monkeypatch.setattr(ray, "init", refuse)
     monkeypatch.setattr(verl_main_ppo, "run_ppo", refuse)
-    monkeypatch.delenv(launcher.DRY_RUN_ENV, raising=False)
+    monkeypatch.delenv(DRY_RUN_ENV, raising=False)
     monkeypatch.setattr(sys, "argv", list(sys.argv))
 
 
@@ -107,7 +103,7 @@ def test_dry_run_prints_the_resolved_settings(capsys):
 
 
 def test_dry_run_from_the_environment(capsys, monkeypatch):
-    monkeypatch.setenv(launcher.DRY_RUN_ENV, "1")
+    monkeypatch.setenv(DRY_RUN_ENV, "1")
     rc, out, _ = launch(capsys, *GRPO_LAMBDA, *RUN, "+actor_rollout_ref.actor.policy_loss.trace=both")
     assert rc == 0
     assert rows(out)["actor_rollout_ref.actor.policy_loss.trace"] == "both"  # a repeated +key overrides
@@ -211,7 +207,8 @@ def test_check_launch_refuses(base_configs, changes, message):
 def test_base_configs_pass(base_configs):
     for cfg in base_configs.values():
         report = check_launch(cfg, dry_run=True)
-        assert report.grpo_lambda and report.loss.lam == 0.99 and report.estimator.adv_clamp == -0.1
+        run = report.grpo_lambda
+        assert run is not None and run.settings.lam == 0.99 and run.settings.adv_clamp == -0.1
 
 
 def test_sequence_parallel_multiplies_the_token_budget():
@@ -361,5 +358,6 @@ def test_real_launch_hands_the_checked_config_to_verl(capsys, monkeypatch, tmp_p
 
 def test_summary_of_an_unbounded_trace():
     cfg = compose(*GRPO_LAMBDA, *RUN, "actor_rollout_ref.actor.policy_loss.lam=1.0")
-    lines = summary_lines(cfg, check_launch(cfg, dry_run=True))
+    report = check_launch(cfg, dry_run=True)
+    lines = summary_lines(cfg, report.shape, report.grpo_lambda, report.warnings)
     assert any(re.search(r"trace horizon .*unbounded", line) for line in lines)

@@ -73,8 +73,9 @@ import openrlhf.trainer.ppo_utils.experience_maker as orl_maker  # noqa: E402
 from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
 from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController  # noqa: E402
 
-from verl_lambda import openrlhf as launcher  # noqa: E402
-from verl_lambda.patches import openrlhf as patch  # noqa: E402
+from verl_lambda.cli import DRY_RUN_ENV  # noqa: E402
+from verl_lambda.core.settings import LOSS, GRPOLambdaSettings, env_var, setting_fields  # noqa: E402
+from verl_lambda.patches.openrlhf import launcher, patch  # noqa: E402
 
 ORIGINAL_FORWARD = orl_loss.PolicyLoss.forward
 ORIGINAL_ADVANTAGES = orl_maker.RemoteExperienceMaker.compute_advantages_and_returns
@@ -100,10 +101,11 @@ def test_openrlhf_imports_and_passes_the_compatibility_checks():
 
 
 def test_defaults_match_the_verl_configs():
-    from verl_lambda.config import DEFAULT_ADV_CLAMP, GRPOLambdaLossConfig
+    from verl_lambda.config import GRPOLambdaLossConfig, estimator_settings
 
     verl_loss = GRPOLambdaLossConfig()
-    ours = patch.Settings()
+    ours = launcher.read_settings([], environ={})[0]
+    assert ours == GRPOLambdaSettings()
     assert (ours.lam, ours.gamma, ours.trace, ours.trace_epsilon, ours.trace_norm) == (
         verl_loss.lam,
         verl_loss.gamma,
@@ -111,12 +113,12 @@ def test_defaults_match_the_verl_configs():
         verl_loss.trace_epsilon,
         verl_loss.trace_norm,
     )
-    assert ours.adv_clamp == DEFAULT_ADV_CLAMP
+    assert ours.adv_clamp == estimator_settings(None).adv_clamp == -0.1
 
 
 def test_settings_round_trip_through_environment_variables():
-    settings = patch.Settings(lam=0.9, gamma=0.97, trace="both", trace_epsilon=0.01, trace_norm="sum", adv_clamp=None)
-    env = settings.to_env()
+    settings = GRPOLambdaSettings(lam=0.9, gamma=0.97, trace="both", trace_epsilon=0.01, trace_norm="sum", adv_clamp=None)
+    env = patch.settings_to_env(settings)
     assert env["GRPO_LAMBDA"] == "1" and env["GRPO_LAMBDA_TRACE"] == "both" and env["GRPO_LAMBDA_ADV_CLAMP"] == "none"
     assert patch.settings_from_env(env) == settings
     assert patch.settings_from_env({}) is None
@@ -164,13 +166,7 @@ def _verl_loss(settings, old, new, adv, mask, *, agg, clip_low, clip_high, dual_
         clip_ratio_c=dual_clip,
         loss_agg_mode=agg,
         global_batch_info=dict(batch_info),
-        policy_loss=GRPOLambdaLossConfig(
-            lam=settings.lam,
-            gamma=settings.gamma,
-            trace=settings.trace,
-            trace_epsilon=settings.trace_epsilon,
-            trace_norm=settings.trace_norm,
-        ),
+        policy_loss=GRPOLambdaLossConfig(**settings.of(LOSS)),
     )
     log_prob = new.clone().requires_grad_(True)
     loss, metrics = compute_policy_loss_grpo_lambda(old, log_prob, adv, mask, agg, config, rollout_is_weights=is_weights)
@@ -179,11 +175,11 @@ def _verl_loss(settings, old, new, adv, mask, *, agg, clip_low, clip_high, dual_
 
 
 SETTINGS = [
-    patch.Settings(lam=0.99, trace="recent"),
-    patch.Settings(lam=0.9, gamma=0.95, trace="both"),
-    patch.Settings(lam=0.8, trace="recent", trace_epsilon=0.05, trace_norm="sum"),
-    patch.Settings(lam=0.97, trace="both", trace_epsilon=0.02),
-    patch.Settings(lam=0.0, trace="recent"),
+    GRPOLambdaSettings(lam=0.99, trace="recent"),
+    GRPOLambdaSettings(lam=0.9, gamma=0.95, trace="both"),
+    GRPOLambdaSettings(lam=0.8, trace="recent", trace_epsilon=0.05, trace_norm="sum"),
+    GRPOLambdaSettings(lam=0.97, trace="both", trace_epsilon=0.02),
+    GRPOLambdaSettings(lam=0.0, trace="recent"),
 ]
 # OpenRLHF's --actor.loss_agg_mode -> PolicyLoss(token_level_loss=...); verl's loss_agg_mode
 AGG_MODES = [("token-mean", True), ("seq-mean-token-mean", False)]
@@ -219,14 +215,14 @@ def test_patched_policy_loss_equals_verl_loss(settings, agg, token_level, batch_
 
 def test_token_mean_reduction_is_the_global_token_mean():
     """OpenRLHF token-level loss ↔ verl token-mean: Σ(loss·mask)/batch_num_tokens·dp_size, checked by hand."""
-    from verl_lambda.objective import traced_ppo_token_losses
+    from verl_lambda.core.objective import token_losses
 
-    settings = patch.Settings(lam=0.95, trace="both")
+    settings = GRPOLambdaSettings(lam=0.95, trace="both")
     old, new, adv, mask, _ = _random_batch(seed=3)
     patch.apply(settings)
     policy_loss = orl_loss.PolicyLoss(clip_eps_low=0.2, clip_eps_high=0.2, dual_clip=None)
     out, _ = _openrlhf_loss(policy_loss, old, new, adv, mask, dp_size=4, batch_num_tokens=200.0, global_batch_size=9.0)
-    per_token, _ = traced_ppo_token_losses(old, new, adv, mask, lam=0.95, style="both", clip_ratio_c=None)
+    per_token, _ = token_losses(old, new, adv, mask, settings, clip_ratio_c=None)
     expected = (per_token * mask).sum() / 200.0 * 4
     torch.testing.assert_close(out[0], expected, rtol=0, atol=1e-6)
 
@@ -249,7 +245,7 @@ def test_lambda_zero_reproduces_openrlhf_ppo_loss(is_mode, dual_clip, token_leve
     kwargs = dict(clip_eps_low=0.2, clip_eps_high=0.28, dual_clip=dual_clip, token_level_loss=token_level, **is_mode)
     info = {"dp_size": 2, "batch_num_tokens": 141.0, "global_batch_size": 11.0}
     reference, reference_grad = _openrlhf_loss(orl_loss.PolicyLoss(**kwargs), old, new, adv, mask, rollout, **info)
-    patch.apply(patch.Settings(lam=0.0, trace="recent"))
+    patch.apply(GRPOLambdaSettings(lam=0.0, trace="recent"))
     out, grad = _openrlhf_loss(orl_loss.PolicyLoss(**kwargs), old, new, adv, mask, rollout, **info)
     assert len(out) == len(reference) == 5
     for ours, theirs in zip(out, reference):
@@ -265,7 +261,7 @@ def test_lambda_zero_reproduces_openrlhf_ppo_loss(is_mode, dual_clip, token_leve
 def test_is_correction_weights_reach_the_traced_loss():
     """TIS (token clip) with λ > 0: the loss is the verl loss with the truncated IS weights,
     the weights computed here by hand as clamp(exp(old − rollout), 0.5, 2)."""
-    settings = patch.Settings(lam=0.9, trace="recent")
+    settings = GRPOLambdaSettings(lam=0.9, trace="recent")
     old, new, adv, mask, rollout = _random_batch(seed=5)
     weights = torch.exp(old - rollout).clamp(0.5, 2.0)
     assert ((weights == 0.5) | (weights == 2.0))[mask].any()  # the truncation matters here
@@ -286,7 +282,7 @@ def test_is_correction_weights_reach_the_traced_loss():
 
 
 def test_gspo_is_refused_while_grpo_lambda_is_on():
-    patch.apply(patch.Settings())
+    patch.apply(GRPOLambdaSettings())
     old, new, adv, mask, _ = _random_batch(seed=1)
     with pytest.raises(ValueError, match="policy_loss_type must be ppo"):
         orl_loss.PolicyLoss(policy_loss_type="gspo")(new, old, adv, action_mask=mask)
@@ -363,7 +359,7 @@ def _hand_advantages(rewards, n, by_std, clamp):
 def test_patched_advantage_equals_verl_estimator(estimator, clamp):
     from verl_lambda.register import compute_grpo_lambda_outcome_advantage
 
-    patch.apply(patch.Settings(adv_clamp=clamp))
+    patch.apply(GRPOLambdaSettings(adv_clamp=clamp))
     maker = _maker(estimator, n=4)
     experiences = maker.compute_advantages_and_returns(_experiences(ORDER))
 
@@ -389,7 +385,7 @@ def test_patched_advantage_equals_verl_estimator(estimator, clamp):
 def test_patched_advantage_is_openrlhf_group_norm_then_clamp():
     """Against OpenRLHF's own (unpatched) group_norm: equal up to its ε (1e-9 vs verl's 1e-6)."""
     reference = _maker("group_norm", n=4).compute_advantages_and_returns(_experiences(ORDER))
-    patch.apply(patch.Settings(adv_clamp=-0.1))
+    patch.apply(GRPOLambdaSettings(adv_clamp=-0.1))
     ours = _maker("group_norm", n=4).compute_advantages_and_returns(_experiences(ORDER))
     for a, b in zip(ours, reference):
         clamped = torch.where(b.action_mask, b.advantages.clamp(min=-0.1), torch.zeros_like(b.advantages))
@@ -397,7 +393,7 @@ def test_patched_advantage_is_openrlhf_group_norm_then_clamp():
 
 
 def test_patched_advantage_uses_openrlhf_length_penalties():
-    patch.apply(patch.Settings(adv_clamp=None))
+    patch.apply(GRPOLambdaSettings(adv_clamp=None))
     maker = _maker("group_norm", n=4, overlong_buffer_len=4)
     experiences = maker.compute_advantages_and_returns(_experiences(ORDER))
     # DAPO overlong penalty with max_new_tokens 16, buffer 4: −min(len − 12, 4)/4 for len > 12
@@ -417,7 +413,7 @@ def test_patched_advantage_uses_openrlhf_length_penalties():
     ],
 )
 def test_patched_advantage_refuses_what_grpo_lambda_cannot_use(estimator, extra, match):
-    patch.apply(patch.Settings())
+    patch.apply(GRPOLambdaSettings())
     maker = _maker(estimator, n=4, **extra)
     maker.strategy.args.algo.kl.use_loss = False
     with pytest.raises(ValueError, match=match):
@@ -469,7 +465,7 @@ def test_apply_refuses_an_unsupported_installed_version(monkeypatch):
     monkeypatch.setattr(patch, "_installed_version", lambda: "0.10.4")
     monkeypatch.delenv(patch.ENV_ALLOW_UNTESTED, raising=False)
     with pytest.raises(patch.UnsupportedOpenRLHF, match=r"supports openrlhf>=0\.11\.0,<0\.12.*found openrlhf 0\.10\.4"):
-        patch.apply(patch.Settings())
+        patch.apply(GRPOLambdaSettings())
     assert orl_loss.PolicyLoss.forward is ORIGINAL_FORWARD
 
 
@@ -497,7 +493,7 @@ def fake_ray(monkeypatch):
 
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    for var in [patch.ENV_SWITCH, patch.ENV_ALLOW_UNTESTED, launcher.DRY_RUN_ENV, *patch.ENV_VARS.values()]:
+    for var in [patch.ENV_SWITCH, patch.ENV_ALLOW_UNTESTED, DRY_RUN_ENV, *(env_var(f.name) for f in setting_fields())]:
         monkeypatch.delenv(var, raising=False)
     return SimpleNamespace(calls=calls, init=init)
 
@@ -529,14 +525,14 @@ def test_launcher_hands_over_to_openrlhf_with_hook_and_its_runtime_env(fake_ray,
     assert {"TOKENIZERS_PARALLELISM", "NCCL_DEBUG", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"} <= set(env)
     # ... next to the GRPO-λ settings: flags, then environment, then defaults
     assert env["GRPO_LAMBDA"] == "1"
-    assert patch.settings_from_env(env) == patch.Settings(lam=0.9, trace="both", adv_clamp=None)
+    assert patch.settings_from_env(env) == GRPOLambdaSettings(lam=0.9, trace="both", adv_clamp=None)
 
 
 def test_launcher_splits_its_options_out_in_order():
-    flags, rest, want_help = launcher.split_lambda_args(
+    flags, rest, switches = launcher.split_lambda_args(
         ["--a", "1", "--lambda.lam", "0.5", "--reward.clip_range", "-10", "10", "--lambda.trace=both", "--z"]
     )
-    assert flags == {"lam": "0.5", "trace": "both"} and not want_help
+    assert flags == {"lam": "0.5", "trace": "both"} and not switches
     assert rest == ["--a", "1", "--reward.clip_range", "-10", "10", "--z"]
 
 
@@ -585,17 +581,21 @@ def test_unsupported_openrlhf_fails_before_ray(fake_ray, monkeypatch, capsys):
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "openrlhf"
 
 
-def _recipe_argv(script: str, tmp_path, env=None) -> list[str]:
-    """The python3 command line a recipe runs (python3 replaced by a recorder on PATH)."""
+def _recipe_argv(script: str, tmp_path, env=None) -> tuple[list[str], dict[str, str]]:
+    """The python3 command line a recipe runs and its GRPO_LAMBDA_* variables (python3 replaced by a
+    recorder on PATH)."""
     record = tmp_path / f"{script}.args"
     fake = tmp_path / "bin"
     fake.mkdir(exist_ok=True)
-    (fake / "python3").write_text('#!/bin/sh\nprintf \'%s\\0\' "$@" > "$RECORD"\n')
+    (fake / "python3").write_text(
+        '#!/bin/sh\nprintf \'%s\\0\' "$@" > "$RECORD"\nenv | grep "^GRPO_LAMBDA_" > "$RECORD.env" || true\n'
+    )
     (fake / "python3").chmod(0o755)
     run_env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "RECORD": str(record), **(env or {})}
     done = subprocess.run(["bash", str(RECIPES / script)], env=run_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    return record.read_text().split("\0")[:-1]
+    variables = dict(line.split("=", 1) for line in Path(f"{record}.env").read_text().splitlines())
+    return record.read_text().split("\0")[:-1], variables
 
 
 _NAMING = {"--ckpt.output_dir", "--ckpt.path", "--logger.tensorboard_dir", "--logger.wandb.run_name"}
@@ -615,18 +615,25 @@ def _without(argv: list[str], drop) -> list[str]:
 
 @_RUNPY_AGAIN
 def test_recipes_pass_the_launcher_and_openrlhf_parser_and_are_matched(fake_ray, tmp_path, monkeypatch, capsys):
-    lam_argv = _recipe_argv("run_qwen2.5-7b_grpo_lambda.sh", tmp_path, {"TRACE": "both"})
-    base_argv = _recipe_argv("run_qwen2.5-7b_grpo.sh", tmp_path)
-    assert lam_argv[:2] == ["-m", "verl_lambda.openrlhf"] and base_argv[:2] == ["-m", "openrlhf.cli.train_ppo_ray"]
-    # matched: the same OpenRLHF arguments once the GRPO-λ options and the run's names are set aside
-    lam_rest = _without(lam_argv[2:], lambda t: t.startswith("--lambda.") or t in _NAMING)
-    assert lam_rest == _without(base_argv[2:], lambda t: t in _NAMING)
-    # the GRPO-λ recipe passes the launcher's checks and OpenRLHF's own argument parser (dry run)
-    monkeypatch.setenv(launcher.DRY_RUN_ENV, "1")
+    lam_argv, lam_env = _recipe_argv("run_qwen2.5-7b_grpo_lambda.sh", tmp_path, {"TRACE": "both"})
+    base_argv, base_env = _recipe_argv("run_qwen2.5-7b_grpo.sh", tmp_path, {"TRACE": "both"})
+    assert lam_env == {"GRPO_LAMBDA_TRACE": "both"} and base_env == {}
+    assert lam_argv[:2] == base_argv[:2] == ["-m", "verl_lambda.openrlhf"]
+    # matched: the same OpenRLHF arguments once GRPO-λ's switch-off and the run's names are set aside
+    assert "--lambda.off" in base_argv and not any(t.startswith("--lambda.") for t in lam_argv)
+    lam_rest = _without(lam_argv[2:], lambda t: t in _NAMING)
+    assert lam_rest == _without([t for t in base_argv[2:] if t != "--lambda.off"], lambda t: t in _NAMING)
+    # both recipes pass the launcher's checks and OpenRLHF's own argument parser (dry run)
+    monkeypatch.setenv(DRY_RUN_ENV, "1")
+    monkeypatch.setenv("GRPO_LAMBDA_TRACE", lam_env["GRPO_LAMBDA_TRACE"])
     assert launcher.main(lam_argv[2:]) == 0
     out = capsys.readouterr().out
     assert "GRPO-λ lam=0.99 gamma=1.0 trace=both trace_epsilon=0.0 trace_norm=none adv_clamp=-0.1" in out
     assert "dry run: OpenRLHF accepted its arguments" in out and '"GRPO_LAMBDA_TRACE": "both"' in out
+    monkeypatch.delenv("GRPO_LAMBDA_TRACE")
+    assert launcher.main(base_argv[2:]) == 0
+    out = capsys.readouterr().out
+    assert "GRPO-λ off (--lambda.off)" in out and "worker_process_setup_hook" not in out
     assert fake_ray.calls == []
 
 
@@ -653,7 +660,7 @@ def ray_with_hook():
         ray.shutdown()
     module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)  # ship install_gpu_stubs to the workers
-    env = patch.Settings(lam=0.9, trace="both").to_env()
+    env = patch.settings_to_env(GRPOLambdaSettings(lam=0.9, trace="both"))
     ray.init(
         num_cpus=1,
         include_dashboard=False,
@@ -668,7 +675,7 @@ def ray_with_hook():
 
 
 def _probe_worker():
-    from verl_lambda.patches import openrlhf as worker_patch
+    from verl_lambda.patches.openrlhf import patch as worker_patch
 
     before = dict(worker_patch.patch_status())
     install_gpu_stubs()
@@ -676,7 +683,7 @@ def _probe_worker():
     import openrlhf.trainer.ppo_utils.experience_maker  # noqa: F401
 
     settings = worker_patch.active_settings()
-    return {"before": before, "after": worker_patch.patch_status(), "settings": None if settings is None else settings.to_env()}
+    return {"before": before, "after": worker_patch.patch_status(), "settings": None if settings is None else worker_patch.settings_to_env(settings)}
 
 
 def test_setup_hook_patches_openrlhf_inside_a_ray_actor(ray_with_hook):

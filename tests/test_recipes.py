@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from verl_lambda.config import TARGET
+from verl_lambda.config import TARGET, config_key
+from verl_lambda.core.settings import setting_fields
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SOCKET_ENV = "VERL_LAMBDA_TEST_LAUNCHER_SOCKET"
@@ -33,17 +34,13 @@ EXPECTED_RECIPES = sorted(
     for method in ("grpo_lambda", "grpo")
     for backend in ([""] + (["_megatron", "_megatron_multinode"] if spec[3] else []))
 )
-# What a GRPO-λ recipe may change relative to its matched GRPO baseline (after composition).
+# What a GRPO-λ recipe may change relative to its matched GRPO baseline (after composition): the
+# switches and every GRPO-λ setting (the launcher states them all in the config verl gets).
 SWITCH_KEYS = {
     "algorithm.adv_estimator",
-    "algorithm.grpo_lambda.adv_clamp",
     "actor_rollout_ref.actor.policy_loss._target_",
     "actor_rollout_ref.actor.policy_loss.loss_mode",
-    "actor_rollout_ref.actor.policy_loss.lam",
-    "actor_rollout_ref.actor.policy_loss.gamma",
-    "actor_rollout_ref.actor.policy_loss.trace",
-    "actor_rollout_ref.actor.policy_loss.trace_epsilon",
-    "actor_rollout_ref.actor.policy_loss.trace_norm",
+    *(config_key(f.name) for f in setting_fields()),
     "trainer.experiment_name",
     "trainer.default_local_dir",  # checkpoints/<project>/<experiment_name>
     "actor_rollout_ref.rollout.trace.experiment_name",  # = trainer.experiment_name
@@ -118,24 +115,34 @@ def dry_run(run_script, tmp_path_factory):
 def test_recipe_inventory():
     found = sorted(p.name for p in RECIPES.glob("run_*.sh"))
     assert found == EXPECTED_RECIPES
-    for extra in ("prepare_data.sh", "eval_math.sh", "runtime_env.yaml", "README.md"):
+    for extra in ("lib.sh", "run.sh", "prepare_data.sh", "eval_math.sh", "runtime_env.yaml", "README.md"):
         assert (RECIPES / extra).is_file(), extra
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in RECIPES.glob("*.sh")))
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(RECIPES)) for p in RECIPES.rglob("*.sh")))
 def test_scripts_are_valid_bash_in_verl_style(name):
     text = (RECIPES / name).read_text()
     assert subprocess.run(["bash", "-n", str(RECIPES / name)]).returncode == 0
     assert text.startswith("#!/usr/bin/env bash\n")
-    assert "set -euo pipefail" in text
     assert '"$@"' in text
-    if name.startswith("run_"):
-        model, method, megatron, multinode = parse_recipe(name)
-        lines = text.splitlines()
-        assert lines[-1].strip() == '"$@"', "extra hydra overrides must come last so they win"
-        paper = 256 if "1.5b" in model else 768
-        assert f"# Paper setting ({paper}-token responses" in text
-        assert f"# MAX_RESPONSE_LENGTH={paper}" in lines
+    lines = text.splitlines()
+    if Path(name).name.startswith("run_"):  # a wrapper: one comment line, then the shared body with its arguments
+        assert len(lines) == 3 and lines[1].startswith("# ")
+        assert lines[2].startswith('exec bash "$(dirname "$0")/run.sh" ') and lines[2].endswith(' "$@"')
+    elif name != "lib.sh":
+        assert "set -euo pipefail" in text
+    assert all(len(line) <= 120 for line in lines), "lines of at most 120 characters"
+
+
+def test_the_body_is_the_only_place_of_the_common_overrides():
+    """Each common training override is written once: in recipes/lib.sh, not in a wrapper or a table
+    (eval_math.sh is a validation-only run with its own override set)."""
+    body = (RECIPES / "lib.sh").read_text()
+    for key in ("actor_rollout_ref.actor.kl_loss_coef=0.001", "reward.custom_reward_function.path=pkg://verl_lambda.math_reward",
+                "actor_rollout_ref.rollout.name=vllm", "algorithm.adv_estimator=grpo_lambda"):  # fmt: skip
+        assert body.count(key) == 1, key
+        others = [p for p in RECIPES.rglob("*.sh") if p.name not in ("lib.sh", "eval_math.sh") and key in p.read_text()]
+        assert others == [], others
 
 
 @pytest.mark.parametrize("name", EXPECTED_RECIPES)
@@ -280,7 +287,8 @@ def test_recipes_with_the_real_interpreter(run_script, tmp_path):
     stdout, stderr, rc = out["lam"]
     assert rc == 2
     assert stderr.strip() == (
-        "verl_lambda.main_ppo: error: actor_rollout_ref.actor.policy_loss.lam must be a number in [0, 1], got 2"
+        "verl_lambda.main_ppo: error: actor_rollout_ref.actor.policy_loss.lam (from GRPO_LAMBDA_LAM) must be a number "
+        "in [0, 1], got 2.0"
     )
     stdout, stderr, rc = out["megatron"]
     assert rc == 0, stderr

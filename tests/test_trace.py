@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verl_lambda.trace import discounted_cumsum, traced_log_ratio, traced_log_ratio_reference
+from verl_lambda.core.settings import GRPOLambdaSettings
+from verl_lambda.core.trace import apply_trace, apply_trace_reference, discounted_cumsum
 
 LAMS = [0.0, 0.5, 0.9, 0.99, 1.0]
 STYLES = ["recent", "both"]
@@ -26,13 +27,13 @@ def _inputs(seed, batch, length, dtype=torch.float64, leading=False):
 
 
 def _kwargs(lam, style, eps, norm, gamma=1.0):
-    return dict(lam=lam, gamma=gamma, style=style, epsilon=eps, norm=norm)
+    return GRPOLambdaSettings(lam=lam, gamma=gamma, trace=style, trace_epsilon=eps, trace_norm=norm)
 
 
 @pytest.mark.parametrize("lam,style,eps,norm", GRID)
 def test_reference_matches_spec_loop(lam, style, eps, norm):
     x, mask = _inputs(1, 3, 13, leading=True)
-    ref = traced_log_ratio_reference(x, mask, **_kwargs(lam, style, eps, norm))
+    ref = apply_trace_reference(x, mask, _kwargs(lam, style, eps, norm))
     loop = spec.traced_log_ratio(x, mask, lam, 1.0, style, eps, norm)
     torch.testing.assert_close(ref, loop, rtol=1e-12, atol=1e-12)
 
@@ -43,9 +44,9 @@ def test_fast_matches_reference_values_and_gradients_fp64(lam, style, eps, norm)
     g = torch.Generator().manual_seed(3)
     upstream = torch.randn(x.shape, generator=g, dtype=torch.float64)
     outs, grads = [], []
-    for fn in (traced_log_ratio, traced_log_ratio_reference):
+    for fn in (apply_trace, apply_trace_reference):
         xx = x.clone().requires_grad_(True)
-        y = fn(xx, mask, **_kwargs(lam, style, eps, norm, gamma=0.97))
+        y = fn(xx, mask, _kwargs(lam, style, eps, norm, gamma=0.97))
         (y * upstream).sum().backward()
         outs.append(y.detach())
         grads.append(xx.grad)
@@ -60,7 +61,7 @@ def test_fast_matches_reference_beyond_three_chunk_levels(style, eps, norm):
     x, mask = _inputs(4, 2, 4200)  # 64² < 4200: carries go through three levels
     kw = _kwargs(0.99, style, eps, norm)
     torch.testing.assert_close(
-        traced_log_ratio(x, mask, **kw), traced_log_ratio_reference(x, mask, **kw), rtol=0, atol=1e-10
+        apply_trace(x, mask, kw), apply_trace_reference(x, mask, kw), rtol=0, atol=1e-10
     )
 
 
@@ -70,8 +71,8 @@ def test_fast_fp32_within_1e5_relative_of_fp64(lam, style, eps, norm):
     """float32 inputs keep 1e-5 relative accuracy at 16k tokens (fp64 checked against the reference above)."""
     x, mask = _inputs(4, 2, 16384)
     x = x * 0.1
-    ref = traced_log_ratio(x, mask, **_kwargs(lam, style, eps, norm))
-    fast = traced_log_ratio(x.float(), mask, **_kwargs(lam, style, eps, norm))
+    ref = apply_trace(x, mask, _kwargs(lam, style, eps, norm))
+    fast = apply_trace(x.float(), mask, _kwargs(lam, style, eps, norm))
     assert fast.dtype == torch.float32
     scale = ref.abs().max()
     assert ((fast.double() - ref).abs().max() / scale).item() < 1e-5
@@ -93,7 +94,7 @@ def test_fast_matches_reference_random_shapes(batch, length, seed, lam, gamma, s
     x, mask = _inputs(seed, batch, length, leading=leading)
     kw = _kwargs(lam, style, eps, norm, gamma)
     torch.testing.assert_close(
-        traced_log_ratio(x, mask, **kw), traced_log_ratio_reference(x, mask, **kw), rtol=0, atol=1e-10
+        apply_trace(x, mask, kw), apply_trace_reference(x, mask, kw), rtol=0, atol=1e-10
     )
 
 
@@ -120,8 +121,8 @@ def test_masked_tokens_neither_contribute_nor_advance_the_trace():
     spread[holes] = dense.flatten()
     for style, eps, norm in itertools.product(STYLES, [0.0, 0.05], NORMS):
         kw = _kwargs(0.9, style, eps, norm)
-        a = traced_log_ratio(dense, torch.ones_like(dense, dtype=torch.bool), **kw)
-        b = traced_log_ratio(spread, holes, **kw)
+        a = apply_trace(dense, torch.ones_like(dense, dtype=torch.bool), kw)
+        b = apply_trace(spread, holes, kw)
         torch.testing.assert_close(b[holes], a.flatten(), rtol=0, atol=1e-12)
 
 
@@ -131,7 +132,7 @@ def test_gradient_of_trace_sum_is_the_spec_credit_shape(lam, style, eps, norm):
     """d(Σ_t ℓ_t)/dx_k = Σ_{t ≥ k} w(t, k): earlier tokens collect credit from every later one."""
     n = 60
     x = torch.zeros(1, n, dtype=torch.float64, requires_grad=True)
-    traced_log_ratio(x, torch.ones(1, n, dtype=torch.bool), **_kwargs(lam, style, eps, norm)).sum().backward()
+    apply_trace(x, torch.ones(1, n, dtype=torch.bool), _kwargs(lam, style, eps, norm)).sum().backward()
     expected = torch.tensor(spec.credit(n, lam, style, eps, norm), dtype=torch.float64)
     torch.testing.assert_close(x.grad[0], expected, rtol=1e-10, atol=1e-12)
 
@@ -145,7 +146,7 @@ def test_finite_at_32k_tokens(dtype, lam, style, eps, norm):
     x = (torch.randn(2, length, generator=g) * 3).to(dtype).requires_grad_(True)
     mask = torch.ones(2, length, dtype=torch.bool)
     mask[1, length // 2 :] = False
-    y = traced_log_ratio(x, mask, **_kwargs(lam, style, eps, norm))
+    y = apply_trace(x, mask, _kwargs(lam, style, eps, norm))
     y.sum().backward()
     assert torch.isfinite(y).all() and torch.isfinite(x.grad.float()).all()
     assert y.dtype == torch.float32
@@ -157,10 +158,10 @@ def test_empty_and_all_masked_rows():
     x = torch.randn(3, 5)
     mask = torch.zeros(3, 5, dtype=torch.bool)
     mask[1, 2] = True
-    out = traced_log_ratio(x, mask, style="both", epsilon=0.1, norm="sum")
+    out = apply_trace(x, mask, GRPOLambdaSettings(trace="both", trace_epsilon=0.1, trace_norm="sum"))
     assert out[0].eq(0).all() and out[2].eq(0).all()
     assert out[1, 2].item() == pytest.approx(x[1, 2].item())
-    assert traced_log_ratio(torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.bool)).shape == (2, 0)
+    assert apply_trace(torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.bool)).shape == (2, 0)
 
 
 @pytest.mark.parametrize(
@@ -169,16 +170,42 @@ def test_empty_and_all_masked_rows():
         (dict(lam=1.5), "lam"),
         (dict(lam=-0.1), "lam"),
         (dict(gamma=2.0), "gamma"),
-        (dict(style="bogus"), "trace"),
-        (dict(epsilon=-0.1), "trace_epsilon"),
-        (dict(norm="mean"), "trace_norm"),
+        (dict(trace="bogus"), "trace"),
+        (dict(trace_epsilon=-0.1), "trace_epsilon"),
+        (dict(trace_norm="mean"), "trace_norm"),
+        (dict(lam=True), "lam"),
+        (dict(lam=float("nan")), "lam"),
+        (dict(adv_clamp=0.5), "adv_clamp"),
     ],
 )
 def test_bad_settings_raise_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"^{field} must be"):
-        traced_log_ratio(torch.zeros(1, 3), torch.ones(1, 3), **kwargs)
+        GRPOLambdaSettings(**kwargs)
 
 
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="must both be"):
-        traced_log_ratio(torch.zeros(2, 3), torch.ones(2, 4))
+        apply_trace(torch.zeros(2, 3), torch.ones(2, 4))
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: CUDA autocast not exercised"),
+        ),
+    ],
+)
+@pytest.mark.parametrize("style,eps,norm", [("recent", 0.0, "none"), ("both", 0.0, "none"), ("both", 0.01, "sum")])
+def test_bf16_autocast_keeps_fp32_accuracy(device, style, eps, norm):
+    """verl's engine runs the loss under torch.autocast(bf16): the trace must stay exact to float32."""
+    x, mask = _inputs(9, 4, 2048)
+    x = x * 0.05
+    kw = _kwargs(0.99, style, eps, norm)
+    ref = apply_trace_reference(x, mask, kw)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        fast = apply_trace(x.float().to(device), mask.to(device), kw)
+    assert fast.dtype == torch.float32
+    assert ((fast.double().cpu() - ref).abs().max() / ref.abs().max()).item() < 1e-5

@@ -30,10 +30,11 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-__all__ = ["main", "compose_config", "parse_args", "LaunchArgs", "DRY_RUN_ENV"]
+from verl_lambda.cli import DRY_RUN_ENV, DRY_RUN_FLAG, LaunchError, env_flag, fail, one_line
+
+__all__ = ["main", "compose_config", "parse_args", "LaunchArgs"]
 
 PROG = "verl_lambda.main_ppo"
-DRY_RUN_ENV = "VERL_LAMBDA_DRY_RUN"
 _VALUE_FLAGS = {"--config-name": "config_name", "-cn": "config_name", "--config-path": "config_path",
                 "-cp": "config_path", "--config-dir": "config_dir", "-cd": "config_dir"}
 
@@ -63,10 +64,6 @@ class LaunchArgs:
         return argv + self.hydra_flags + self.overrides
 
 
-class _UsageError(ValueError):
-    pass
-
-
 def _override_key(arg: str) -> str:
     return arg.lstrip("~+").split("=", 1)[0]
 
@@ -83,7 +80,7 @@ def parse_args(argv: Sequence[str]) -> LaunchArgs:
         if flag in _VALUE_FLAGS or flag == "--save-config":
             if not eq:  # "--flag value"
                 if i + 1 == len(items):
-                    raise _UsageError(f"{flag} needs a value")
+                    raise LaunchError(f"{flag} needs a value")
                 i += 1
                 value = items[i]
             if flag == "--save-config":
@@ -91,7 +88,7 @@ def parse_args(argv: Sequence[str]) -> LaunchArgs:
             else:
                 setattr(args, _VALUE_FLAGS[flag], value)
                 args.passthrough += [flag, value]
-        elif arg == "--dry-run":
+        elif arg == DRY_RUN_FLAG:
             args.dry_run = True
         elif arg.startswith("-"):  # other Hydra flags (--help, --cfg, --multirun, ...); overrides never start with "-"
             args.hydra_flags.append(arg)
@@ -105,10 +102,6 @@ def parse_args(argv: Sequence[str]) -> LaunchArgs:
             args.passthrough.append(arg)
         i += 1
     return args
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _verl_trainer_dir() -> str:
@@ -138,8 +131,6 @@ def _run_verl_validate(cfg) -> str:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    from verl_lambda.launch_checks import LaunchError, one_line
-
     try:
         with warnings.catch_warnings():  # need_critic's "Disabled critic" notice; verl's main repeats it
             warnings.simplefilter("ignore", UserWarning)
@@ -152,21 +143,42 @@ def _run_verl_validate(cfg) -> str:
     return "passed"
 
 
-def _error(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
+def _add_override(args: LaunchArgs, cfg, override: str) -> None:
+    """Append ``++key=value`` to what verl gets, and set the value Hydra parses from it in ``cfg``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    parsed = OverridesParser.create().parse_override(override)
+    args.overrides.append(override)
+    OmegaConf.update(cfg, parsed.key_or_group, parsed.value(), force_add=True)
+
+
+def _save_config(cfg, path_text: str) -> str:
+    from omegaconf import OmegaConf
+
+    path = os.path.abspath(os.path.expanduser(path_text))
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        OmegaConf.save(cfg, path, resolve=True)
+    except OSError as err:
+        raise LaunchError(f"--save-config {path_text}: cannot write it ({err.strerror or err})") from None
+    return path
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the launcher on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-    except _UsageError as err:
-        return _error(str(err))
-    dry_run = args.dry_run or _env_flag(DRY_RUN_ENV)
+        return _main(sys.argv[1:] if argv is None else argv)
+    except LaunchError as err:
+        return fail(PROG, str(err))
+
+
+def _main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    dry_run = args.dry_run or env_flag(DRY_RUN_ENV)
     if args.hydra_flags:
         if dry_run:
-            return _error(f"a dry run composes one config; drop the Hydra flag {args.hydra_flags[0]}")
+            raise LaunchError(f"a dry run composes one config; drop the Hydra flag {args.hydra_flags[0]}")
         return _delegate(args)
 
     # This process only composes and checks (the GPUs are used by Ray workers): without this filter,
@@ -174,37 +186,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("verl.plugin.platform.platform_manager").addFilter(lambda record: record.levelno >= logging.ERROR)
 
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
     from verl.utils.device import auto_set_device
 
-    from verl_lambda.launch_checks import LaunchError, check_launch, one_line, registration_override, summary_lines
+    from verl_lambda.launch import check_launch
+    from verl_lambda.launch.grpo_lambda import registration_override, setting_overrides
+    from verl_lambda.launch.summary import summary_lines
 
     try:
         cfg = compose_config(args)
-        # verl gets the merged module list as an override; this copy gets the same value directly
-        override = registration_override(cfg)
-        args.overrides.append(override)
-        key, value = override.lstrip("+").split("=", 1)
-        OmegaConf.update(cfg, key, value.strip("'"), force_add=True)
+        _add_override(args, cfg, registration_override(cfg))  # the merged worker modules
         auto_set_device(cfg)
         report = check_launch(cfg, dry_run=dry_run)
+        for override in setting_overrides(report.grpo_lambda) if report.grpo_lambda else []:
+            _add_override(args, cfg, override)  # every GRPO-λ setting stated in the config verl gets
         verl_check = _run_verl_validate(cfg)
-    except LaunchError as err:
-        return _error(str(err))
     except (HydraException, OmegaConfBaseException) as err:  # unknown keys, bad override syntax, ...
-        return _error(one_line(err))
+        raise LaunchError(one_line(err)) from None
 
     config_name = args.config_name + ("" if args.config_dir is None else f" (+ {args.config_dir})")
     print(f"[{PROG}] config {config_name}, {len(args.overrides)} overrides")
-    for line in summary_lines(cfg, report):
+    for line in summary_lines(cfg, report.shape, report.grpo_lambda, report.warnings):
         print(f"[{PROG}] {line}")
     print(f"[{PROG}] verl validate_config: {verl_check}")
     if args.save_config:
-        path = os.path.expanduser(args.save_config)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        OmegaConf.save(cfg, path, resolve=True)
-        print(f"[{PROG}] resolved config written to {path}")
+        print(f"[{PROG}] resolved config written to {_save_config(cfg, args.save_config)}")
     if dry_run:
         print(f"[{PROG}] dry run: config composed and checked, Ray not started")
         return 0
@@ -220,7 +226,7 @@ def _delegate(args: LaunchArgs) -> int:
     try:
         check_registered()
     except RuntimeError as err:
-        return _error(str(err))
+        raise LaunchError(str(err)) from None
     sys.argv = [verl_main_ppo.__file__, *args.verl_argv()]
     verl_main_ppo.main()
     return 0

@@ -4,10 +4,10 @@ Importing this module (idempotent) adds both names to verl's registries in the i
 process. It reaches verl's Ray processes by any of:
 
 * the ``verl.plugins`` entry point of this distribution (loaded by ``import verl``);
-* ``VERL_USE_EXTERNAL_MODULES=verl_lambda.register`` in the workers' environment
-  (``+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_lambda.register``);
+* ``VERL_USE_EXTERNAL_MODULES`` listing ``verl_lambda.register`` in the workers' environment
+  (``python -m verl_lambda.main_ppo`` sets it in the Ray runtime env, keeping the driver's modules);
 * ``actor_rollout_ref.actor.policy_loss._target_=verl_lambda.config.GRPOLambdaLossConfig``
-  (imports :mod:`verl_lambda.config`, which imports this module; reaches the actor workers only).
+  (building that config imports this module; reaches the actor workers only).
 """
 
 from __future__ import annotations
@@ -18,10 +18,18 @@ import numpy as np
 import torch
 from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.core_algos import agg_loss
-from verl.utils import as_torch_index, group_mean_std
 
-from verl_lambda.config import ESTIMATOR_NAME, LOSS_CONFIG_PATH, LOSS_NAME, TARGET, GRPOLambdaLossConfig, estimator_settings
-from verl_lambda.objective import clamp_advantage, traced_ppo_token_losses
+from verl_lambda.config import (
+    ESTIMATOR_NAME,
+    LOSS_CONFIG_PATH,
+    LOSS_NAME,
+    TARGET,
+    GRPOLambdaLossConfig,
+    estimator_settings,
+    norm_adv_by_std,
+)
+from verl_lambda.core.advantage import group_advantages
+from verl_lambda.core.objective import token_losses
 
 __all__ = [
     "compute_grpo_lambda_outcome_advantage",
@@ -39,11 +47,7 @@ def compute_grpo_lambda_outcome_advantage(
     epsilon: float = 1e-6,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Critic-free TD error of GRPO-λ: the clamped group-normalised outcome advantage.
-
-    Â_i = (R_i − mean_g) / (std_g + ε)   (or R_i − mean_g without ``norm_adv_by_std_in_grpo``),
-    δ_i = max(Â_i, adv_clamp), on every valid token. Group statistics come from verl's
-    ``group_mean_std`` (singleton groups: mean 0, std 1, as verl's GRPO).
+    """Critic-free TD error of GRPO-λ on every valid token (:func:`verl_lambda.core.advantage.group_advantages`).
 
     Args:
         token_level_rewards: ``[bs, T]`` rewards (the outcome sits on the last valid token).
@@ -56,21 +60,16 @@ def compute_grpo_lambda_outcome_advantage(
         ``(advantages, returns)``, both ``[bs, T]`` and equal.
     """
     settings = estimator_settings(config)
+    norm_by_std = norm_adv_by_std(config)
     if index is None:
         raise ValueError(f"the '{ESTIMATOR_NAME}' estimator needs group ids: the batch has no 'uid' column")
-    with torch.no_grad():
-        scores = token_level_rewards.sum(dim=-1)
-        groups = as_torch_index(index, device=scores.device)
-        mean_g, std_g, _ = group_mean_std(scores, groups, eps=0.0, device=scores.device)
-        centred = scores - mean_g[groups]
-        if settings.norm_adv_by_std:
-            centred = centred / (std_g[groups] + epsilon)
-        scalars = clamp_advantage(centred, settings.adv_clamp)
-        advantages = scalars.unsqueeze(-1) * response_mask.to(scalars.dtype)
+    scores = token_level_rewards.sum(dim=-1)
+    scalars = group_advantages(scores, index, settings, norm_by_std=norm_by_std, epsilon=epsilon)
+    advantages = scalars.unsqueeze(-1) * response_mask.to(scalars.dtype)
     return advantages, advantages
 
 
-#: verl metric name -> diagnostic of :func:`verl_lambda.objective.traced_ppo_token_losses`
+#: verl metric name -> diagnostic of :func:`verl_lambda.core.objective.token_losses`
 _METRIC_NAMES = {
     "actor/pg_clipfrac": "pg_clipfrac",
     "actor/ppo_kl": "ppo_kl",
@@ -92,7 +91,7 @@ def compute_policy_loss_grpo_lambda(
     rollout_is_weights: Optional[torch.Tensor] = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """verl's ``vanilla`` PPO loss on the traced ratio ρ^λ = exp(ℓ) (see :mod:`verl_lambda.objective`).
+    """verl's ``vanilla`` PPO loss on the traced ratio ρ^λ = exp(ℓ) (see :mod:`verl_lambda.core.objective`).
 
     ``config`` is verl's ``ActorConfig``; its ``policy_loss`` must be a :class:`GRPOLambdaLossConfig`.
     Reduction goes through verl's ``agg_loss(..., **config.global_batch_info)``.
@@ -107,16 +106,12 @@ def compute_policy_loss_grpo_lambda(
     clip_ratio = config.get("clip_ratio", 0.2)
     clip_low = config.get("clip_ratio_low", None)
     clip_high = config.get("clip_ratio_high", None)
-    losses, stats = traced_ppo_token_losses(
+    losses, stats = token_losses(
         old_log_prob,
         log_prob,
         advantages,
         response_mask,
-        lam=policy_loss.lam,
-        gamma=policy_loss.gamma,
-        style=policy_loss.trace,
-        epsilon=policy_loss.trace_epsilon,
-        norm=policy_loss.trace_norm,
+        policy_loss.settings(),
         clip_ratio_low=clip_ratio if clip_low is None else clip_low,
         clip_ratio_high=clip_ratio if clip_high is None else clip_high,
         clip_ratio_c=config.get("clip_ratio_c", 3.0),

@@ -1,19 +1,12 @@
-r"""Run OpenRLHF's PPO trainer with GRPO-λ.
+r"""Run OpenRLHF's PPO trainer with GRPO-λ (``python -m verl_lambda.openrlhf``).
 
     python -m verl_lambda.openrlhf [--lambda.<setting> VALUE ...] <openrlhf.cli.train_ppo_ray args>
 
 The ``--lambda.*`` options (anywhere on the line) are taken out; every other argument goes to
-OpenRLHF's ``openrlhf.cli.train_ppo_ray`` unchanged. Settings (defaults as in verl):
-
-    --lambda.lam 0.99            λ of the eligibility trace, in [0, 1]
-    --lambda.gamma 1.0           γ of the trace, in [0, 1]
-    --lambda.trace recent        recent | both
-    --lambda.trace_epsilon 0     floor ε on the trace weights, in [0, 1] (0: off)
-    --lambda.trace_norm none     none | sum (divide ℓ_t by its weight sum)
-    --lambda.adv_clamp -0.1      clamp c ≤ 0 of the advantage, or none
-
-Each can also come from its environment variable (``GRPO_LAMBDA_LAM``, ``GRPO_LAMBDA_TRACE``, …);
-a flag wins over the variable. What happens, in order:
+OpenRLHF's ``openrlhf.cli.train_ppo_ray`` unchanged. There is one option per setting of
+:class:`~verl_lambda.core.settings.GRPOLambdaSettings` (``--lambda.lam 0.99``, ``--lambda.trace both``,
+``--lambda.adv_clamp none``, ...; ``--lambda.help`` lists them with their defaults), each also read
+from its environment variable (``GRPO_LAMBDA_LAM``, ...); a flag wins over the variable. In order:
 
 1. the settings are checked, and so are the OpenRLHF options GRPO-λ depends on
    (``--algo.advantage.estimator group_norm`` or ``dr_grpo``, ``--actor.policy_loss_type ppo``,
@@ -24,7 +17,7 @@ a flag wins over the variable. What happens, in order:
    When it starts Ray, its own ``runtime_env`` (its environment-variable defaults) is extended with
    ``worker_process_setup_hook="verl_lambda.patches.openrlhf.apply"`` and the GRPO-λ settings as
    environment variables, so every Ray worker patches OpenRLHF's loss and advantage code
-   (see :mod:`verl_lambda.patches.openrlhf`).
+   (see :mod:`verl_lambda.patches.openrlhf.patch`).
 
 Dry run: ``--dry-run`` or ``VERL_LAMBDA_DRY_RUN=1`` runs steps 1 and 2 up to the point where
 OpenRLHF would start Ray (so OpenRLHF's own parser and checks see the arguments), prints the
@@ -38,10 +31,11 @@ import os
 import runpy
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from typing import Any, Optional
 
-from verl_lambda.patches import openrlhf as patch
+from verl_lambda.cli import LaunchError, dry_run, fail
+from verl_lambda.core.settings import GRPOLambdaSettings, env_var, setting_fields
+from verl_lambda.patches.openrlhf import patch
 
 __all__ = [
     "OPENRLHF_CLI",
@@ -52,7 +46,6 @@ __all__ = [
     "check_trainer_args",
     "runtime_env_additions",
     "merge_runtime_env",
-    "DRY_RUN_ENV",
     "main",
 ]
 
@@ -60,26 +53,26 @@ OPENRLHF_CLI = "openrlhf.cli.train_ppo_ray"
 SETUP_HOOK = "verl_lambda.patches.openrlhf.apply"
 FLAG_PREFIX = "--lambda."
 PROG = "verl_lambda.openrlhf"
-DRY_RUN_ENV = "VERL_LAMBDA_DRY_RUN"
 
 
-class LaunchError(ValueError):
-    """A problem found before Ray starts; its text is the one line printed."""
+def _flag(name: str) -> str:
+    return FLAG_PREFIX + name
 
 
-def _flag(field: str) -> str:
-    return FLAG_PREFIX + field
+SWITCHES = ("help", "off")
 
 
-def split_lambda_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str], bool]:
+def split_lambda_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str], set[str]]:
     """Take the ``--lambda.*`` options out of ``argv``.
 
-    Returns ``(settings as strings, the other arguments in order, whether --lambda.help was given)``.
-    Accepts ``--lambda.x VALUE`` and ``--lambda.x=VALUE``.
+    Returns ``(settings as strings, the other arguments in order, the switches given)``; the
+    switches are ``--lambda.help`` and ``--lambda.off`` (OpenRLHF unpatched: the matched GRPO
+    baseline). Accepts ``--lambda.x VALUE`` and ``--lambda.x=VALUE``.
     """
+    names = [f.name for f in setting_fields()]
     raw: dict[str, str] = {}
     rest: list[str] = []
-    want_help = False
+    switches: set[str] = set()
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -88,13 +81,13 @@ def split_lambda_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str], b
             i += 1
             continue
         name, eq, value = token[len(FLAG_PREFIX) :].partition("=")
-        if name == "help":
-            want_help = True
+        if name in SWITCHES:
+            switches.add(name)
             i += 1
             continue
-        if name not in patch.ENV_VARS:
-            allowed = ", ".join(_flag(f) for f in patch.ENV_VARS)
-            raise LaunchError(f"unknown option {FLAG_PREFIX}{name}; GRPO-λ options are {allowed}, {FLAG_PREFIX}help")
+        if name not in names:
+            allowed = ", ".join(_flag(n) for n in (*names, *SWITCHES))
+            raise LaunchError(f"unknown option {FLAG_PREFIX}{name}; GRPO-λ options are {allowed}")
         if not eq:
             if i + 1 >= len(argv):
                 raise LaunchError(f"{_flag(name)} needs a value")
@@ -102,22 +95,23 @@ def split_lambda_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str], b
             i += 1
         raw[name] = value
         i += 1
-    return raw, rest, want_help
+    return raw, rest, switches
 
 
-def read_settings(argv: Sequence[str], environ: Optional[Mapping[str, str]] = None) -> tuple[patch.Settings, list[str], bool]:
+def read_settings(
+    argv: Sequence[str], environ: Optional[Mapping[str, str]] = None
+) -> tuple[GRPOLambdaSettings, list[str], set[str]]:
     """Settings from ``GRPO_LAMBDA_*`` variables overridden by ``--lambda.*`` flags; raises LaunchError."""
     environ = os.environ if environ is None else environ
-    flags, rest, want_help = split_lambda_args(argv)
-    raw = {field: environ[var] for field, var in patch.ENV_VARS.items() if var in environ}
-    names = {field: var for field, var in patch.ENV_VARS.items() if var in environ}
-    raw.update(flags)
-    names.update({field: _flag(field) for field in flags})
+    flags, rest, switches = split_lambda_args(argv)
     try:
-        settings = patch.parse_settings(raw, names)
+        from_environment = GRPOLambdaSettings.from_environment(environ)
+        settings = GRPOLambdaSettings.from_strings(
+            {**from_environment.to_strings(), **flags}, {name: _flag(name) for name in flags}
+        )
     except ValueError as err:
         raise LaunchError(str(err)) from None
-    return settings, rest, want_help
+    return settings, rest, switches
 
 
 def _option(args: Sequence[str], name: str) -> tuple[bool, Optional[str]]:
@@ -157,10 +151,10 @@ def check_trainer_args(args: Sequence[str]) -> None:
         )
 
 
-def runtime_env_additions(settings: patch.Settings, environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+def runtime_env_additions(settings: GRPOLambdaSettings, environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
     """What the launcher adds to OpenRLHF's Ray ``runtime_env``."""
     environ = os.environ if environ is None else environ
-    env_vars = settings.to_env()
+    env_vars = patch.settings_to_env(settings)
     if patch.ENV_ALLOW_UNTESTED in environ:
         env_vars[patch.ENV_ALLOW_UNTESTED] = environ[patch.ENV_ALLOW_UNTESTED]
     return {"worker_process_setup_hook": SETUP_HOOK, "env_vars": env_vars}
@@ -182,15 +176,13 @@ def merge_runtime_env(base: Optional[Mapping[str, Any]], additions: Mapping[str,
 
 def _usage() -> str:
     lines = [f"usage: python -m {PROG} [{FLAG_PREFIX}SETTING VALUE ...] <{OPENRLHF_CLI} arguments>", ""]
-    defaults = patch.Settings()
-    for field, var in patch.ENV_VARS.items():
-        lines.append(f"  {_flag(field):<26} default {getattr(defaults, field)!s:<8} (env {var})")
+    defaults = GRPOLambdaSettings().to_strings()
+    for f in setting_fields():
+        lines.append(f"  {_flag(f.name):<26} {f.metadata['help']}")
+        lines.append(f"  {'':<26} default {defaults[f.name]}, {f.metadata['allowed'].describe('none')} (env {env_var(f.name)})")
+    lines.append(f"  {_flag('off'):<26} run OpenRLHF unpatched (the matched GRPO baseline)")
     lines.append(f"\nOpenRLHF's own options: python -m {OPENRLHF_CLI} --help")
     return "\n".join(lines)
-
-
-def _env_flag(value: Optional[str]) -> bool:
-    return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 class _DryRunDone(Exception):
@@ -213,42 +205,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Dry run (``--dry-run`` or ``VERL_LAMBDA_DRY_RUN=1``): OpenRLHF's CLI still parses and checks
     its arguments, but the launch stops where it would start Ray; exit status 0 when all passed.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    dry_run = _env_flag(os.environ.get(DRY_RUN_ENV)) or "--dry-run" in argv
-    argv = [a for a in argv if a != "--dry-run"]
     try:
-        settings, rest, want_help = read_settings(argv)
-        if want_help:
+        is_dry_run, argv = dry_run(list(sys.argv[1:] if argv is None else argv))
+        settings, rest, switches = read_settings(argv)
+        if "help" in switches:
             print(_usage())
             return 0
         if "-h" in rest or "--help" in rest:  # OpenRLHF's own help, after ours
             print(_usage() + "\n", flush=True)
             _run_openrlhf(rest)
             return 0
-        check_trainer_args(rest)
-        version = patch.check_openrlhf()
+        if "off" not in switches:
+            check_trainer_args(rest)
+            version = patch.check_openrlhf()
     except (LaunchError, patch.UnsupportedOpenRLHF) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(err))
     except ImportError as err:
-        print(f"{PROG}: error: cannot import OpenRLHF's trainer modules: {err}", file=sys.stderr)
-        return 2
-    described = " ".join(f"{k}={v}" for k, v in asdict(settings).items())
-    print(f"{PROG}: GRPO-λ {described} (openrlhf {version})", flush=True)
+        return fail(PROG, f"cannot import OpenRLHF's trainer modules: {err}")
+    if "off" in switches:
+        print(f"{PROG}: GRPO-λ off (--lambda.off): OpenRLHF runs unpatched", flush=True)
+        additions = None
+    else:
+        described = " ".join(f"{k}={v}" for k, v in settings.to_strings().items())
+        print(f"{PROG}: GRPO-λ {described} (openrlhf {version})", flush=True)
+        additions = runtime_env_additions(settings)
 
     import ray
 
     if ray.is_initialized():
-        print(f"{PROG}: error: Ray is already running in this process; the launcher must start it", file=sys.stderr)
-        return 2
-    additions = runtime_env_additions(settings)
+        return fail(PROG, "Ray is already running in this process; the launcher must start it")
     real_init = ray.init
 
     def init(*args: Any, **kwargs: Any):
-        kwargs["runtime_env"] = merge_runtime_env(kwargs.get("runtime_env"), additions)
-        if dry_run:
+        if additions is not None:
+            kwargs["runtime_env"] = merge_runtime_env(kwargs.get("runtime_env"), additions)
+        if is_dry_run:
             print(f"{PROG}: dry run: OpenRLHF accepted its arguments; Ray would start with runtime_env="
-                  f"{json.dumps(kwargs['runtime_env'], sort_keys=True)}", flush=True)  # fmt: skip
+                  f"{json.dumps(kwargs.get('runtime_env'), sort_keys=True)}", flush=True)  # fmt: skip
             raise _DryRunDone
         return real_init(*args, **kwargs)
 
@@ -259,7 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     finally:
         ray.init = real_init
-    if dry_run:
+    if is_dry_run:
         print(f"{PROG}: error: dry run: OpenRLHF ended without starting Ray", file=sys.stderr)
         return 1
     return 0

@@ -1,4 +1,4 @@
-r"""GRPO-λ inside OpenRLHF 0.11.x, without forking it (installed as ``verl_lambda.patches.openrlhf``).
+r"""GRPO-λ inside OpenRLHF 0.11.x, without forking it (``verl_lambda.patches.openrlhf.patch``).
 
 OpenRLHF has no registry for advantage estimators or policy losses, so this module replaces two
 methods on OpenRLHF's classes while GRPO-λ is switched on:
@@ -6,9 +6,8 @@ methods on OpenRLHF's classes while GRPO-λ is switched on:
 * ``RemoteExperienceMaker.compute_advantages_and_returns`` (runs in the ``PPOTrainer`` Ray actor).
   OpenRLHF's own method runs first (length penalties, ``group_norm`` / ``dr_grpo`` bookkeeping,
   logging); then ``advantages`` and ``returns`` of every experience are replaced by the GRPO-λ
-  critic-free TD error, computed by the verl estimator
-  :func:`verl_lambda.register.compute_grpo_lambda_outcome_advantage` on the same (penalised)
-  rewards and prompt groups::
+  critic-free TD error of :func:`verl_lambda.core.advantage.group_advantages` (the function the
+  verl estimator calls) on the same (penalised) rewards and prompt groups::
 
       δ_i = max((R_i − mean_g) / (std_g + 1e-6), adv_clamp)      (group_norm)
       δ_i = max(R_i − mean_g, adv_clamp)                         (dr_grpo)
@@ -16,34 +15,23 @@ methods on OpenRLHF's classes while GRPO-λ is switched on:
   on every response token. It is OpenRLHF's ``group_norm`` followed by the clamp, with verl's
   ε = 1e-6 in place of OpenRLHF's 1e-9, so both frameworks give the same numbers.
 * ``PolicyLoss.forward`` (runs in the ``PolicyModelActor`` Ray actors). The per-token loss matrix
-  comes from :func:`verl_lambda.objective.traced_ppo_token_losses` (the same function the verl
-  loss calls) with OpenRLHF's clip settings (``--actor.eps_clip_low_high``, ``--actor.dual_clip``)
+  comes from :func:`verl_lambda.core.objective.token_losses` (the same function the verl loss
+  calls) with OpenRLHF's clip settings (``--actor.eps_clip_low_high``, ``--actor.dual_clip``)
   and OpenRLHF's own train/rollout importance-sampling weights (``--algo.advantage.is_correction_*``),
   and is reduced by OpenRLHF's own ``aggregate_loss`` (``--actor.loss_agg_mode``, global token and
   sample counts, ``dp_size``).
 
 Both patches must run inside OpenRLHF's Ray actor processes. :func:`apply` is written to be Ray's
-``worker_process_setup_hook`` (``"verl_lambda.patches.openrlhf.apply"``): it reads the settings from
+``worker_process_setup_hook`` (``"verl_lambda.patches.openrlhf.apply"``, re-exported by the package): it reads the settings from
 environment variables and patches OpenRLHF's classes when their modules are imported (at once if
 they already are), so a worker that never loads OpenRLHF's loss or experience maker pays nothing.
 The launcher ``python -m verl_lambda.openrlhf`` sets all of this up.
 
-Environment variables (all strings; unset means the default):
-
-======================================  ===========================================  =========
-variable                                meaning                                      default
-======================================  ===========================================  =========
-``GRPO_LAMBDA``                         ``1`` switches GRPO-λ on                      off
-``GRPO_LAMBDA_LAM``                     λ of the trace, in [0, 1]                     0.99
-``GRPO_LAMBDA_GAMMA``                   γ of the trace, in [0, 1]                     1.0
-``GRPO_LAMBDA_TRACE``                   ``recent`` or ``both``                        recent
-``GRPO_LAMBDA_TRACE_EPSILON``           ε floor of the weights, in [0, 1]             0.0
-``GRPO_LAMBDA_TRACE_NORM``              ``none`` or ``sum``                           none
-``GRPO_LAMBDA_ADV_CLAMP``               clamp c ≤ 0 of the advantage, or ``none``     -0.1
-``GRPO_LAMBDA_ALLOW_UNTESTED_OPENRLHF`` ``1`` accepts an OpenRLHF outside the tested  off
-                                        range whose patched methods keep their
-                                        signatures
-======================================  ===========================================  =========
+Environment variables (strings): ``GRPO_LAMBDA=1`` switches GRPO-λ on; each setting of
+:class:`~verl_lambda.core.settings.GRPOLambdaSettings` comes from ``GRPO_LAMBDA_<NAME>`` (e.g.
+``GRPO_LAMBDA_LAM``, ``GRPO_LAMBDA_TRACE_EPSILON``; unset means the default);
+``GRPO_LAMBDA_ALLOW_UNTESTED_OPENRLHF=1`` accepts an OpenRLHF outside the tested range whose patched
+methods keep their signatures.
 
 Version policy: the patched methods are checked against the signatures of OpenRLHF 0.11.0–0.11.2
 (:data:`SUPPORTED_OPENRLHF`). A different signature is always refused with
@@ -63,29 +51,28 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
 import torch
 
-from verl_lambda.objective import check_adv_clamp, traced_ppo_token_losses
-from verl_lambda.trace import check_trace_settings
+from verl_lambda.cli import TRUE_WORDS, LaunchError, env_flag
+from verl_lambda.core.advantage import group_advantages
+from verl_lambda.core.objective import token_losses
+from verl_lambda.core.settings import GRPOLambdaSettings, env_var
 
 __all__ = [
     "ENV_SWITCH",
-    "ENV_VARS",
     "ENV_ALLOW_UNTESTED",
     "SUPPORTED_OPENRLHF",
     "TESTED_OPENRLHF",
     "GROUP_ESTIMATORS",
-    "Settings",
     "UnsupportedOpenRLHF",
     "apply",
     "remove",
     "active_settings",
     "patch_status",
     "settings_from_env",
-    "parse_settings",
+    "settings_to_env",
     "check_version",
     "check_policy_loss",
     "check_experience_maker",
@@ -100,15 +87,6 @@ TESTED_OPENRLHF = "0.11.2"
 
 ENV_SWITCH = "GRPO_LAMBDA"
 ENV_ALLOW_UNTESTED = "GRPO_LAMBDA_ALLOW_UNTESTED_OPENRLHF"
-#: setting name -> environment variable
-ENV_VARS = {
-    "lam": "GRPO_LAMBDA_LAM",
-    "gamma": "GRPO_LAMBDA_GAMMA",
-    "trace": "GRPO_LAMBDA_TRACE",
-    "trace_epsilon": "GRPO_LAMBDA_TRACE_EPSILON",
-    "trace_norm": "GRPO_LAMBDA_TRACE_NORM",
-    "adv_clamp": "GRPO_LAMBDA_ADV_CLAMP",
-}
 
 #: OpenRLHF advantage estimators GRPO-λ builds on, and whether each divides by the group std.
 GROUP_ESTIMATORS = {"group_norm": True, "dr_grpo": False}
@@ -137,94 +115,19 @@ _ADVANTAGE_PARAMS = ("self", "experiences")
 # ──────────────────────────────────────────────────────────────────────────── settings
 
 
-_NO_CLAMP = ("none", "null", "off")
+def settings_to_env(settings: GRPOLambdaSettings) -> dict[str, str]:
+    """The environment variables that switch GRPO-λ on with ``settings``."""
+    return {ENV_SWITCH: "1", **{env_var(name): text for name, text in settings.to_strings().items()}}
 
 
-@dataclass(frozen=True)
-class Settings:
-    """GRPO-λ settings for OpenRLHF (same meaning and defaults as the verl configs).
-
-    Args:
-        lam, gamma: trace decay γλ, each in [0, 1] (verl: ``policy_loss.lam`` / ``.gamma``).
-        trace: ``"recent"`` or ``"both"`` (verl: ``policy_loss.trace``).
-        trace_epsilon: weight floor ε in [0, 1]; 0 disables it.
-        trace_norm: ``"none"`` (paper) or ``"sum"``.
-        adv_clamp: negative-advantage clamp c ≤ 0, or None for no clamp
-            (verl: ``algorithm.grpo_lambda.adv_clamp``).
-    """
-
-    lam: float = 0.99
-    gamma: float = 1.0
-    trace: str = "recent"
-    trace_epsilon: float = 0.0
-    trace_norm: str = "none"
-    adv_clamp: Optional[float] = -0.1
-
-    def __post_init__(self):
-        check_trace_settings(self.lam, self.gamma, self.trace, self.trace_epsilon, self.trace_norm)
-        check_adv_clamp(self.adv_clamp, none_word="none")
-
-    def to_env(self) -> dict[str, str]:
-        """The environment variables that switch GRPO-λ on with these settings."""
-        env = {ENV_SWITCH: "1"}
-        for name, value in asdict(self).items():
-            if value is None:
-                text = "none"
-            elif isinstance(value, str):
-                text = value
-            else:
-                text = repr(float(value))  # round-trips exactly
-            env[ENV_VARS[name]] = text
-        return env
-
-
-def _rename(err: Exception, field: str, name: str) -> str:
-    """Error text with the leading setting name replaced by where it came from (flag or variable)."""
-    text = str(err)
-    return name + text[len(field) :] if text.startswith(field + " ") else f"{name}: {text}"
-
-
-def parse_settings(raw: Mapping[str, str], names: Optional[Mapping[str, str]] = None) -> Settings:
-    """Build :class:`Settings` from strings; errors name the source (``names[field]``, e.g. a flag).
-
-    ``raw`` maps setting names (``lam``, ``adv_clamp``, …) to strings; missing ones keep defaults.
-    Raises ``ValueError`` with a one-line message.
-    """
-    names = dict(names or {})
-    values: dict[str, Any] = {}
-    for field, text in raw.items():
-        name = names.get(field, field)
-        if field not in ENV_VARS:
-            raise ValueError(f"{name} is not a GRPO-λ setting; allowed: {sorted(ENV_VARS)}")
-        text = str(text).strip()
-        if field in ("trace", "trace_norm"):
-            values[field] = text
-        elif field == "adv_clamp" and text.lower() in _NO_CLAMP:
-            values[field] = None
-        else:
-            try:
-                values[field] = float(text)
-            except ValueError:
-                raise ValueError(f"{name} expects a number, got {text!r}") from None
-    try:
-        return Settings(**values)
-    except ValueError as err:
-        for field in sorted(ENV_VARS, key=len, reverse=True):  # trace_epsilon before trace
-            if str(err).startswith(field + " "):
-                raise ValueError(_rename(err, field, names.get(field, field))) from None
-        raise
-
-
-def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Settings]:
-    """Settings from ``GRPO_LAMBDA_*`` variables, or None when ``GRPO_LAMBDA`` is not ``1``/``true``."""
+def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[GRPOLambdaSettings]:
+    """Settings from ``GRPO_LAMBDA_*`` variables, or None when ``GRPO_LAMBDA`` is off."""
     environ = os.environ if environ is None else environ
-    switch = environ.get(ENV_SWITCH, "").strip().lower()
-    if switch in ("", "0", "false", "no", "off"):
-        return None
-    if switch not in ("1", "true", "yes", "on"):
-        raise ValueError(f"{ENV_SWITCH} must be 1 or 0, got {environ.get(ENV_SWITCH)!r}")
-    raw = {field: environ[var] for field, var in ENV_VARS.items() if var in environ}
-    return parse_settings(raw, ENV_VARS)
+    try:
+        on = env_flag(ENV_SWITCH, environ)
+    except LaunchError as err:
+        raise ValueError(str(err)) from None
+    return GRPOLambdaSettings.from_environment(environ) if on else None
 
 
 # ─────────────────────────────────────────────────────────────────── version checks
@@ -266,7 +169,7 @@ def check_version(version: Optional[str] = None, environ: Optional[Mapping[str, 
     version = _installed_version() if version is None else version
     if _in_supported_range(version):
         return version
-    if environ.get(ENV_ALLOW_UNTESTED, "").strip().lower() in ("1", "true", "yes", "on"):
+    if environ.get(ENV_ALLOW_UNTESTED, "").strip().lower() in TRUE_WORDS:
         logger.warning("GRPO-λ: openrlhf %s is outside %s; going on (%s=1)", version, _supported_text(), ENV_ALLOW_UNTESTED)
         return version
     found = "no openrlhf distribution metadata" if version is None else f"openrlhf {version}"
@@ -339,29 +242,24 @@ def _estimator_error(estimator: str) -> ValueError:
     )
 
 
-def grpo_lambda_advantages(experiences: list, n_samples_per_prompt: int, estimator: str, settings: Settings) -> list:
+def grpo_lambda_advantages(
+    experiences: list, n_samples_per_prompt: int, estimator: str, settings: GRPOLambdaSettings
+) -> list:
     """Set ``advantages``/``returns`` of OpenRLHF experiences to the GRPO-λ TD error (in place).
 
     Groups are OpenRLHF's: sample ``k`` (``experience.index``, its place in the rollout batch)
     belongs to prompt ``k // n_samples_per_prompt``. Rewards are ``experience.rewards`` after
-    OpenRLHF's length penalties. The numbers come from the verl estimator.
+    OpenRLHF's length penalties. The numbers come from :func:`~verl_lambda.core.advantage.group_advantages`.
     """
-    from verl_lambda.register import compute_grpo_lambda_outcome_advantage
-
     if estimator not in GROUP_ESTIMATORS:
         raise _estimator_error(estimator)
     if not experiences:
         return experiences
     sizes = [len(e.index) for e in experiences]
     scores = torch.cat([e.rewards.reshape(-1) for e in experiences])
-    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
-    groups = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)), dtype=torch.long)
-    groups = (groups // int(n_samples_per_prompt)).numpy()
-    config = {"grpo_lambda": {"adv_clamp": settings.adv_clamp}, "norm_adv_by_std_in_grpo": GROUP_ESTIMATORS[estimator]}
-    per_sample, _ = compute_grpo_lambda_outcome_advantage(
-        scores.unsqueeze(-1), torch.ones_like(scores).unsqueeze(-1), config, index=groups
-    )
-    for experience, value in zip(experiences, per_sample[:, 0].split(sizes)):
+    groups = [int(k) // int(n_samples_per_prompt) for k in itertools.chain.from_iterable(e.index for e in experiences)]
+    per_sample = group_advantages(scores, groups, settings, norm_by_std=GROUP_ESTIMATORS[estimator])
+    for experience, value in zip(experiences, per_sample.split(sizes)):
         mask = experience.action_mask
         advantages = value.to(mask.device).unsqueeze(-1) * mask.to(value.dtype)
         experience.advantages = advantages
@@ -461,16 +359,12 @@ def _make_loss_patch(original: Callable, aggregate: Callable) -> Callable:
             )
         mask = torch.ones_like(log_probs, dtype=torch.bool) if action_mask is None else action_mask
         weights, tail = _openrlhf_is_weights(original, self, old_log_probs, mask, rollout_log_probs)
-        losses, stats = traced_ppo_token_losses(
+        losses, stats = token_losses(
             old_log_probs,
             log_probs,
             advantages,
             mask,
-            lam=settings.lam,
-            gamma=settings.gamma,
-            style=settings.trace,
-            epsilon=settings.trace_epsilon,
-            norm=settings.trace_norm,
+            settings,
             clip_ratio_low=self.clip_eps_low,
             clip_ratio_high=self.clip_eps_high,
             clip_ratio_c=self.dual_clip,
@@ -495,7 +389,7 @@ def _make_loss_patch(original: Callable, aggregate: Callable) -> Callable:
 # ─────────────────────────────────────────────────────────────────────────── patching
 
 
-_ACTIVE: Optional[Settings] = None
+_ACTIVE: Optional[GRPOLambdaSettings] = None
 _ORIGINALS: dict[tuple[type, str], Callable] = {}
 
 
@@ -568,7 +462,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 _FINDER = _PatchOnImport()
 
 
-def apply(settings: Optional[Settings] = None) -> bool:
+def apply(settings: Optional[GRPOLambdaSettings] = None) -> bool:
     """Switch GRPO-λ on in this process (Ray ``worker_process_setup_hook``; idempotent).
 
     Without ``settings`` they come from the ``GRPO_LAMBDA*`` environment variables, and nothing is
@@ -581,8 +475,8 @@ def apply(settings: Optional[Settings] = None) -> bool:
         settings = settings_from_env()
         if settings is None:
             return False
-    if not isinstance(settings, Settings):
-        raise TypeError(f"settings must be a verl_lambda.patches.openrlhf.Settings, got {type(settings).__name__}")
+    if not isinstance(settings, GRPOLambdaSettings):
+        raise TypeError(f"settings must be a verl_lambda.core.settings.GRPOLambdaSettings, got {type(settings).__name__}")
     _ACTIVE = settings
     for name, patcher in _PATCHERS.items():
         module = sys.modules.get(name)
@@ -604,7 +498,7 @@ def remove() -> None:
         del _ORIGINALS[(cls, name)]
 
 
-def active_settings() -> Optional[Settings]:
+def active_settings() -> Optional[GRPOLambdaSettings]:
     """The settings GRPO-λ runs with in this process, or None when it is off."""
     return _ACTIVE
 

@@ -1,18 +1,18 @@
-r"""The GRPO-λ objective as a per-token loss matrix: pure torch, no verl import.
+r"""The GRPO-λ objective as a per-token loss matrix: pure torch, no framework import.
 
 Both framework adapters (verl in :mod:`verl_lambda.register`, OpenRLHF in
-``verl_lambda.patches.openrlhf``) call :func:`traced_ppo_token_losses` and reduce the matrix with
-their own aggregation, so the maths exists once.
+``verl_lambda.patches.openrlhf``) call :func:`token_losses` and reduce the matrix with their own
+aggregation, so the maths exists once.
 
     x_j   = clamp(log π_θ(o_j) − log π_old(o_j), −20, 20)                  (NaN → 0)
-    ℓ_t   = traced log-ratio of x (see :mod:`verl_lambda.trace`)
+    ℓ_t   = traced log-ratio of x (see :mod:`verl_lambda.core.trace`)
     ρ_t   = exp(clamp(ℓ_t, −20, 20))
     loss_t = max(−A·ρ_t, −A·clip(ρ_t, 1 − ε_low, 1 + ε_high))          (PPO clip)
              and for A < 0: min(that, −A·c)                             (dual clip, c > 1)
     loss_t ← loss_t · rollout_is_weights_t                             (when given)
 
 This is verl's ``vanilla`` loss with the traced ratio in place of the per-token ratio; with
-``style="recent"`` and ``lam=0`` it is exactly ``vanilla``.
+``trace="recent"`` and ``lam=0`` it is exactly ``vanilla``.
 """
 
 from __future__ import annotations
@@ -22,43 +22,21 @@ from typing import Optional
 
 import torch
 
-from verl_lambda.trace import exact_precision, traced_log_ratio
+from verl_lambda.core.settings import GRPOLambdaSettings
+from verl_lambda.core.trace import apply_trace, exact_precision
 
-__all__ = ["LOG_RATIO_GUARD", "check_adv_clamp", "clamp_advantage", "traced_ppo_token_losses"]
+__all__ = ["LOG_RATIO_GUARD", "token_losses"]
 
 LOG_RATIO_GUARD = 20.0
 
 
-def check_adv_clamp(clamp, none_word: str = "null") -> Optional[float]:
-    """The negative-advantage clamp as a float (or None); anything but a number ≤ 0 raises.
-
-    ``none_word`` is how the caller's users write "no clamp" (``null`` in YAML, ``none`` on a CLI).
-    """
-    if clamp is None:
-        return None
-    if isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not float(clamp) <= 0.0:
-        raise ValueError(f"adv_clamp must be a number ≤ 0 or {none_word}, got {clamp!r}")
-    return float(clamp)
-
-
-def clamp_advantage(advantage: torch.Tensor, floor: Optional[float]) -> torch.Tensor:
-    """max(A, floor): the negative-advantage clamp of GRPO-λ; ``floor=None`` leaves A as it is."""
-    if floor is None:
-        return advantage
-    return advantage.clamp(min=float(floor))
-
-
-def traced_ppo_token_losses(
+def token_losses(
     old_log_prob: torch.Tensor,
     log_prob: torch.Tensor,
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
+    settings: GRPOLambdaSettings = GRPOLambdaSettings(),
     *,
-    lam: float = 0.99,
-    gamma: float = 1.0,
-    style: str = "recent",
-    epsilon: float = 0.0,
-    norm: str = "none",
     clip_ratio_low: float = 0.2,
     clip_ratio_high: float = 0.2,
     clip_ratio_c: Optional[float] = 3.0,
@@ -79,12 +57,12 @@ def traced_ppo_token_losses(
         raise ValueError(f"clip_ratio_c (dual-clip bound) must be > 1, got {clip_ratio_c}")
     with exact_precision(log_prob.device):
         return _token_losses(
-            old_log_prob, log_prob, advantages, response_mask, lam, gamma, style, epsilon, norm,
+            old_log_prob, log_prob, advantages, response_mask, settings,
             clip_ratio_low, clip_ratio_high, clip_ratio_c, rollout_is_weights,
         )  # fmt: skip
 
 
-def _token_losses(old_log_prob, log_prob, advantages, response_mask, lam, gamma, style, epsilon, norm,
+def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
                   clip_ratio_low, clip_ratio_high, clip_ratio_c, rollout_is_weights):  # fmt: skip
     mask = response_mask.bool()
     dtype = functools.reduce(torch.promote_types, (log_prob.dtype, old_log_prob.dtype, advantages.dtype, torch.float32))
@@ -93,7 +71,7 @@ def _token_losses(old_log_prob, log_prob, advantages, response_mask, lam, gamma,
     # log-prob cannot turn its neighbours into NaN); a NaN log-ratio counts as 0. Both are reported.
     token_guarded = ~(log_ratio.abs() <= LOG_RATIO_GUARD) & mask
     log_ratio = log_ratio.nan_to_num(nan=0.0).clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD)
-    traced = traced_log_ratio(log_ratio, mask, lam=lam, gamma=gamma, style=style, epsilon=epsilon, norm=norm)
+    traced = apply_trace(log_ratio, mask, settings)
     guarded = traced.clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD)
     ratio = torch.exp(guarded)
     advantages = advantages.to(dtype)

@@ -1,26 +1,27 @@
-r"""Traced log-ratios of GRPO-λ: pure torch, no verl import.
+r"""The eligibility trace of GRPO-λ: pure torch, no framework import.
 
-For one response, with ``x_j = log π_θ(o_j) − log π_old(o_j)`` the token log-ratio and ``r = γλ``,
-the traced log-ratio at position ``t`` is
+For one response and per-token values ``x_j`` (the token log-ratios ``log π_θ(o_j) − log π_old(o_j)``
+for the traced ratio) and ``r = γλ``, the trace at position ``t`` is
 
     ℓ_t = Σ_{j ≤ t} w(t, j) · x_j
 
-with the weight styles
+with the weight styles (``settings.trace``)
 
     recent:  w(t, j) = r^(t−j)
     both:    w(t, j) = max(r^(t−j), r^j)
     ε floor: w(t, j) ← max(w(t, j), ε)                  (combines with either style)
 
-and optionally ``trace_norm="sum"``: ℓ_t ← ℓ_t / Σ_{j ≤ t} w(t, j).
+and optionally ``trace_norm="sum"``: ℓ_t ← ℓ_t / Σ_{j ≤ t} w(t, j). The settings come from
+:class:`verl_lambda.core.settings.GRPOLambdaSettings`.
 
 Positions count the *valid* tokens of a row (``mask == 1``) from 0. A masked position inside a
 response neither contributes to the trace nor advances it; its output is 0.
 
 Two implementations share one signature:
 
-* :func:`traced_log_ratio_reference` builds the weight matrix row by row. Slow, O(L²), obviously
-  right; the tests and the naive benchmark baseline use it.
-* :func:`traced_log_ratio` is exact to it and uses O(B·L) memory: a decayed running sum computed
+* :func:`apply_trace_reference` builds the weight matrix (:func:`trace_weights`) row by row. Slow,
+  O(L²), obviously right; the tests and the naive benchmark baseline use it.
+* :func:`apply_trace` is exact to it and uses O(B·L) memory: a decayed running sum computed
   in chunks (a small C×C matrix product per chunk, chunk carries by the same method one level up),
   windows on that running sum for ``both`` and the ε floor, prefix sums for the rest. It never
   forms r^(−j), so it cannot overflow at any length. Autograd differentiates it exactly (it is a
@@ -35,47 +36,23 @@ from functools import lru_cache
 
 import torch
 
-__all__ = [
-    "TRACE_STYLES",
-    "TRACE_NORMS",
-    "check_trace_settings",
-    "exact_precision",
-    "trace_weight",
-    "traced_log_ratio",
-    "traced_log_ratio_reference",
-    "discounted_cumsum",
-]
+from verl_lambda.core.settings import GRPOLambdaSettings
 
-TRACE_STYLES = ("recent", "both")
-TRACE_NORMS = ("none", "sum")
+__all__ = ["apply_trace", "apply_trace_reference", "trace_weights", "discounted_cumsum", "exact_precision"]
 
 _CHUNK = 64
 
 
-def check_trace_settings(lam: float, gamma: float, style: str, epsilon: float, norm: str) -> None:
-    """Raise ``ValueError`` naming the first setting that is out of range."""
-    for name, value in (("lam", lam), ("gamma", gamma)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    if style not in TRACE_STYLES:
-        raise ValueError(f"trace must be one of {list(TRACE_STYLES)}, got {style!r}")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 <= float(epsilon) <= 1.0:
-        raise ValueError(f"trace_epsilon must be a number in [0, 1], got {epsilon!r}")
-    if norm not in TRACE_NORMS:
-        raise ValueError(f"trace_norm must be one of {list(TRACE_NORMS)}, got {norm!r}")
-
-
-def trace_weight(t: torch.Tensor, j: torch.Tensor, decay: float, style: str, epsilon: float) -> torch.Tensor:
-    """w(t, j) for broadcastable integer position tensors ``t`` and ``j`` (0 where j > t), float64."""
-    t = t.to(torch.float64)
-    j = j.to(torch.float64)
-    base = torch.tensor(float(decay), dtype=torch.float64, device=t.device)
-    lag = (t - j).clamp(min=0)
-    w = torch.pow(base, lag)
-    if style == "both":
+def trace_weights(n: int, settings: GRPOLambdaSettings, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The ``[n, n]`` float64 weight matrix w(t, j) of a response with ``n`` valid tokens (0 above the diagonal)."""
+    pos = torch.arange(n, dtype=torch.float64, device=device)
+    t, j = pos[:, None], pos[None, :]
+    base = torch.tensor(settings.decay, dtype=torch.float64, device=device)
+    w = torch.pow(base, (t - j).clamp(min=0))
+    if settings.trace == "both":
         w = torch.maximum(w, torch.pow(base, j))
-    if epsilon > 0:
-        w = w.clamp(min=float(epsilon))
+    if settings.trace_epsilon > 0:
+        w = w.clamp(min=settings.trace_epsilon)
     return torch.where(j <= t, w, torch.zeros_like(w))
 
 
@@ -91,33 +68,28 @@ def exact_precision(device: torch.device):
         yield
 
 
-def traced_log_ratio_reference(
-    log_ratio: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    lam: float = 0.99,
-    gamma: float = 1.0,
-    style: str = "recent",
-    epsilon: float = 0.0,
-    norm: str = "none",
+def _check_shapes(values: torch.Tensor, mask: torch.Tensor) -> None:
+    if values.shape != mask.shape or values.dim() != 2:
+        raise ValueError(f"values and mask must both be [B, L], got {tuple(values.shape)} and {tuple(mask.shape)}")
+
+
+def apply_trace_reference(
+    values: torch.Tensor, mask: torch.Tensor, settings: GRPOLambdaSettings = GRPOLambdaSettings()
 ) -> torch.Tensor:
-    """Slow reference of :func:`traced_log_ratio`: one explicit weight matrix per row."""
-    check_trace_settings(lam, gamma, style, epsilon, norm)
-    dtype = _compute_dtype(log_ratio)
-    out = torch.zeros(log_ratio.shape, dtype=dtype, device=log_ratio.device)
+    """Slow reference of :func:`apply_trace`: one explicit weight matrix per row."""
+    _check_shapes(values, mask)
+    dtype = _compute_dtype(values)
+    out = torch.zeros(values.shape, dtype=dtype, device=values.device)
     rows = []
-    for b in range(log_ratio.shape[0]):
+    for b in range(values.shape[0]):
         valid = torch.nonzero(mask[b].bool()).flatten()
-        n = valid.numel()
-        if n == 0:
+        if valid.numel() == 0:
             rows.append(out[b])
             continue
-        pos = torch.arange(n, device=log_ratio.device)
-        w = trace_weight(pos[:, None], pos[None, :], gamma * lam, style, epsilon)
-        if norm == "sum":
+        w = trace_weights(valid.numel(), settings, values.device)
+        if settings.trace_norm == "sum":
             w = w / w.sum(dim=1, keepdim=True)
-        traced = w.to(dtype) @ log_ratio[b, valid].to(dtype)
-        rows.append(out[b].index_put((valid,), traced))
+        rows.append(out[b].index_put((valid,), w.to(dtype) @ values[b, valid].to(dtype)))
     return torch.stack(rows)
 
 
@@ -238,41 +210,31 @@ def _weight_row_sums(length: int, decay: float, style: str, epsilon: float, dtyp
     return _trace_dense(ones, decay, style, epsilon)[0].to(dtype=dtype, device=device)
 
 
-def traced_log_ratio(
-    log_ratio: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    lam: float = 0.99,
-    gamma: float = 1.0,
-    style: str = "recent",
-    epsilon: float = 0.0,
-    norm: str = "none",
+def apply_trace(
+    values: torch.Tensor, mask: torch.Tensor, settings: GRPOLambdaSettings = GRPOLambdaSettings()
 ) -> torch.Tensor:
-    r"""Traced log-ratio ℓ of GRPO-λ, O(B·L) memory.
+    r"""The trace ℓ_t = Σ_{j ≤ t} w(t, j)·x_j of each row, O(B·L) memory.
 
     Args:
-        log_ratio: ``[B, L]`` token log-ratios ``log π_θ − log π_old`` (any float dtype).
+        values: ``[B, L]`` per-token values x (any float dtype), e.g. token log-ratios.
         mask: ``[B, L]`` valid-token mask (bool or 0/1); may have interior zeros and leading zeros.
-        lam, gamma: trace decay is ``gamma * lam``, each in [0, 1].
-        style: ``"recent"`` or ``"both"``.
-        epsilon: floor on the weights, in [0, 1]; 0 disables it.
-        norm: ``"none"`` or ``"sum"`` (divide ℓ_t by the sum of its weights).
+        settings: the GRPO-λ settings; the trace reads ``lam``, ``gamma``, ``trace``,
+            ``trace_epsilon`` and ``trace_norm``.
 
     Returns:
-        ``[B, L]`` ℓ in float32 (float64 for float64 input), 0 at masked positions.
+        ``[B, L]`` ℓ in float32 (float64 for float64 input), 0 at masked positions, computed with
+        autocast off.
     """
-    check_trace_settings(lam, gamma, style, epsilon, norm)
-    if log_ratio.shape != mask.shape or log_ratio.dim() != 2:
-        raise ValueError(f"log_ratio and mask must both be [B, L], got {tuple(log_ratio.shape)} and {tuple(mask.shape)}")
-    with exact_precision(log_ratio.device):
-        return _traced_log_ratio(log_ratio, mask, lam, gamma, style, float(epsilon), norm)
+    _check_shapes(values, mask)
+    with exact_precision(values.device):
+        return _apply_trace(values, mask, settings)
 
 
-def _traced_log_ratio(log_ratio, mask, lam, gamma, style, epsilon, norm):
-    dtype = _compute_dtype(log_ratio)
+def _apply_trace(values: torch.Tensor, mask: torch.Tensor, settings: GRPOLambdaSettings) -> torch.Tensor:
+    dtype = _compute_dtype(values)
     valid = mask.bool()
-    x = torch.where(valid, log_ratio.to(dtype), torch.zeros((), dtype=dtype, device=log_ratio.device))
-    decay = float(gamma) * float(lam)
+    x = torch.where(valid, values.to(dtype), torch.zeros((), dtype=dtype, device=values.device))
+    decay, style, epsilon = settings.decay, settings.trace, settings.trace_epsilon
     batch, length = x.shape
     if length == 0:
         return x
@@ -283,9 +245,9 @@ def _traced_log_ratio(log_ratio, mask, lam, gamma, style, epsilon, norm):
         packed = x.new_zeros(batch, length + 1).scatter(1, dest, x)[:, :length]
     else:
         packed = x
-    traced = _trace_dense(packed, decay, style, float(epsilon))
-    if norm == "sum":
-        traced = traced / _weight_row_sums(length, decay, style, float(epsilon), dtype, x.device)
+    traced = _trace_dense(packed, decay, style, epsilon)
+    if settings.trace_norm == "sum":
+        traced = traced / _weight_row_sums(length, decay, style, epsilon, dtype, x.device)
     if gaps:
         traced = torch.nn.functional.pad(traced, (0, 1)).gather(1, dest)
     return torch.where(valid, traced, torch.zeros((), dtype=dtype, device=x.device))

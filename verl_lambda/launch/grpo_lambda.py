@@ -1,0 +1,236 @@
+"""The launcher's GRPO-λ checks, and the worker modules that carry the plugin into Ray.
+
+:func:`check_grpo_lambda` takes the composed config of ``verl.trainer.main_ppo`` and raises
+:class:`~verl_lambda.cli.LaunchError` with one line that says what to change when the
+``grpo_lambda`` estimator and loss are not switched on together (or the loss lacks its config
+class), when ``algorithm.rollout_correction.bypass_mode`` would replace the loss, when a GRPO-λ
+setting is out of range, when a group has fewer than 2 responses, or when the project's math reward
+would run without math-verify. :func:`worker_modules` is the ``VERL_USE_EXTERNAL_MODULES`` value
+every Ray worker gets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from verl_lambda.cli import LaunchError, one_line
+from verl_lambda.config import (
+    ESTIMATOR_CONFIG_PATH,
+    config_key,
+    ESTIMATOR_NAME,
+    LOSS_CONFIG_PATH,
+    LOSS_NAME,
+    TARGET,
+    estimator_settings,
+    norm_adv_by_std,
+)
+from verl_lambda.core.settings import ENV_PREFIX, ESTIMATOR, LOSS, GRPOLambdaSettings, env_var, setting_fields
+
+__all__ = [
+    "REGISTER_MODULE",
+    "REGISTRATION_KEY",
+    "GRPOLambdaRun",
+    "check_grpo_lambda",
+    "worker_modules",
+    "registration_override",
+    "job_environment_warnings",
+    "setting_overrides",
+    "environment_warnings",
+]
+
+REGISTER_MODULE = "verl_lambda.register"
+REGISTRATION_KEY = "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"
+MATH_REWARD = "pkg://verl_lambda.math_reward"
+
+
+@dataclass(frozen=True)
+class GRPOLambdaRun:
+    """The GRPO-λ settings a run will use: the loss's and the estimator's, merged.
+
+    Each setting comes from the command line (or a config file), else from its ``GRPO_LAMBDA_<NAME>``
+    environment variable, else from its default.
+    """
+
+    settings: GRPOLambdaSettings
+    norm_adv_by_std: bool
+
+
+_ABSENT = object()
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    return OmegaConf.select(cfg, key, default=default)
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker modules
+
+
+_ENV_REFERENCE = re.compile(r"^\\?\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def _module_list(text: Optional[str], environ: Mapping[str, str]) -> list[str]:
+    """Module names of a comma list; a ``${VAR}`` item (Ray's syntax) is replaced by ``environ[VAR]``'s list."""
+    modules = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        reference = _ENV_REFERENCE.match(item)
+        if reference:
+            modules += _module_list(environ.get(reference.group(1), ""), {})
+        elif item:
+            modules.append(item)
+    return modules
+
+
+def worker_modules(cfg: DictConfig, environ: Optional[Mapping[str, str]] = None) -> list[str]:
+    """Modules every Ray worker must import, each once, in this order: those of the driver's
+    ``VERL_USE_EXTERNAL_MODULES``, those the command line puts into the Ray runtime env, and
+    ``verl_lambda.register``.
+
+    A runtime-env ``env_vars`` entry *replaces* the variable a worker would inherit, so the value
+    handed to verl must carry the driver's modules too.
+    """
+    environ = os.environ if environ is None else environ
+    parent, name = REGISTRATION_KEY.rsplit(".", 1)
+    node = OmegaConf.select(cfg, parent, default=None)
+    raw = None if node is None else OmegaConf.to_container(node, resolve=False).get(name)
+    listed = _module_list(environ.get("VERL_USE_EXTERNAL_MODULES"), {})
+    listed += _module_list(None if raw is None else str(raw), environ)
+    return list(dict.fromkeys([*listed, REGISTER_MODULE]))
+
+
+def registration_override(cfg: DictConfig, environ: Optional[Mapping[str, str]] = None) -> str:
+    """The override that sets the Ray workers' ``VERL_USE_EXTERNAL_MODULES`` to :func:`worker_modules`."""
+    return f"++{REGISTRATION_KEY}='{','.join(worker_modules(cfg, environ))}'"
+
+
+def job_environment_warnings(environ: Mapping[str, str]) -> list[str]:
+    """Inside a ``ray job submit`` job, a warning when the job's env does not load the plugin."""
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in environ:
+        return []
+    if REGISTER_MODULE in _module_list(environ.get("VERL_USE_EXTERNAL_MODULES"), {}):
+        return []
+    return [
+        "running as a Ray job without VERL_USE_EXTERNAL_MODULES=verl_lambda.register in its runtime env: "
+        "workers rely on the installed verl.plugins entry point (submit with --runtime-env=recipes/runtime_env.yaml)"
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# GRPO-λ
+
+
+def _uses_grpo_lambda(cfg: DictConfig) -> bool:
+    estimator = _get(cfg, "algorithm.adv_estimator")
+    loss_mode = _get(cfg, f"{LOSS_CONFIG_PATH}.loss_mode", "vanilla")
+    target = _get(cfg, f"{LOSS_CONFIG_PATH}._target_")
+    uses_estimator = estimator == ESTIMATOR_NAME
+    uses_loss = loss_mode == LOSS_NAME or target == TARGET
+    if not uses_estimator and not uses_loss:
+        if _get(cfg, ESTIMATOR_CONFIG_PATH) is not None:
+            raise LaunchError(
+                f"{ESTIMATOR_CONFIG_PATH} is set but algorithm.adv_estimator is '{estimator}', which ignores it: "
+                f"set algorithm.adv_estimator={ESTIMATOR_NAME} (with the GRPO-λ loss) or drop +{ESTIMATOR_CONFIG_PATH}"
+            )
+        return False
+    if uses_estimator and not uses_loss:
+        raise LaunchError(
+            f"algorithm.adv_estimator={ESTIMATOR_NAME} needs the GRPO-λ loss, got {LOSS_CONFIG_PATH}.loss_mode="
+            f"'{loss_mode}': set {LOSS_CONFIG_PATH}._target_={TARGET} {LOSS_CONFIG_PATH}.loss_mode={LOSS_NAME} "
+            f"(for the clamp alone keep the pair and set +{LOSS_CONFIG_PATH}.lam=0)"
+        )
+    if uses_loss and not uses_estimator:
+        raise LaunchError(
+            f"{LOSS_CONFIG_PATH}.loss_mode={LOSS_NAME} needs algorithm.adv_estimator={ESTIMATOR_NAME}, got "
+            f"'{estimator}': set algorithm.adv_estimator={ESTIMATOR_NAME} (for GRPO's unclamped advantages "
+            f"add +{ESTIMATOR_CONFIG_PATH}.adv_clamp=null)"
+        )
+    if target != TARGET:
+        raise LaunchError(
+            f"{LOSS_CONFIG_PATH}.loss_mode={LOSS_NAME} needs its config class: set {LOSS_CONFIG_PATH}._target_={TARGET}"
+        )
+    return True
+
+
+def _check_math_reward(cfg: DictConfig) -> None:
+    if str(_get(cfg, "reward.custom_reward_function.path", "")) != MATH_REWARD:
+        return
+    if importlib.util.find_spec("math_verify") is None:
+        raise LaunchError(
+            f"reward.custom_reward_function.path={MATH_REWARD} scores answers with math-verify, which is not "
+            "installed here: pip install 'verl-lambda[math]' (on every node)"
+        )
+    from verl_lambda.math_reward import max_workers
+
+    try:
+        max_workers()
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+
+
+def _environment_settings(environ: Mapping[str, str]) -> list[str]:
+    return sorted(k for k in environ if k.startswith(ENV_PREFIX) and k in {env_var(f.name) for f in setting_fields()})
+
+
+def check_grpo_lambda(cfg: DictConfig, environ: Optional[Mapping[str, str]] = None) -> Optional[GRPOLambdaRun]:
+    """The run's GRPO-λ settings, or None when GRPO-λ is off; raises LaunchError (one line)."""
+    environ = os.environ if environ is None else environ
+    _check_math_reward(cfg)
+    if not _uses_grpo_lambda(cfg):
+        return None
+    if _get(cfg, "algorithm.rollout_correction.bypass_mode", False):
+        raise LaunchError(
+            "algorithm.rollout_correction.bypass_mode=true cannot run GRPO-λ: it swaps the policy loss for "
+            "'bypass_mode' (legacy trainer) and takes old log-probs from the rollout engine; set "
+            "algorithm.rollout_correction.bypass_mode=false"
+        )
+    from verl.utils.config import omega_conf_to_dataclass
+
+    try:  # the same conversion verl's validate_config and the actor workers do
+        loss = omega_conf_to_dataclass(_get(cfg, LOSS_CONFIG_PATH))
+    except Exception as err:  # Hydra wraps the dataclass's ValueError; show that line
+        message = one_line(err)
+        raise LaunchError(message if message.startswith(LOSS_CONFIG_PATH) else f"{LOSS_CONFIG_PATH}: {message}") from None
+    try:
+        estimator = estimator_settings(cfg.algorithm)
+        norm = norm_adv_by_std(cfg.algorithm)
+    except ValueError as err:
+        raise LaunchError(one_line(err)) from None
+    n = _get(cfg, "actor_rollout_ref.rollout.n", 1)
+    if n < 2:
+        raise LaunchError(
+            f"actor_rollout_ref.rollout.n={n}: GRPO-λ normalises rewards within each prompt's group of responses, "
+            "set actor_rollout_ref.rollout.n to 2 or more (the recipes use 8)"
+        )
+    from_config = {**loss.settings().of(LOSS), **estimator.of(ESTIMATOR)}
+    given = {f.name for f in setting_fields() if _get(cfg, config_key(f.name), _ABSENT) is not _ABSENT}
+    variables = {var: environ[var] for var in _environment_settings(environ) if var[len(ENV_PREFIX) :].lower() not in given}
+    try:
+        settings = GRPOLambdaSettings.from_environment(
+            variables, base=from_config, label=lambda name: f"{config_key(name)} (from {env_var(name)})"
+        )
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+    return GRPOLambdaRun(settings=settings, norm_adv_by_std=norm)
+
+
+def environment_warnings(run: Optional[GRPOLambdaRun], environ: Mapping[str, str]) -> list[str]:
+    """A warning when ``GRPO_LAMBDA_*`` settings are in the environment of a run without GRPO-λ."""
+    ignored = _environment_settings(environ)
+    if run is not None or not ignored:
+        return []
+    return [f"{', '.join(ignored)} set in the environment, but GRPO-λ is off in this run: ignored"]
+
+
+def setting_overrides(run: GRPOLambdaRun) -> list[str]:
+    """``++key=value`` for every GRPO-λ setting, so the config verl gets (and logs) states them all."""
+    values = run.settings.of(None)
+    rendered = {name: "null" if values[name] is None else text for name, text in run.settings.to_strings().items()}
+    return [f"++{config_key(name)}={text}" for name, text in rendered.items()]
