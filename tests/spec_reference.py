@@ -10,16 +10,22 @@ import statistics
 import torch
 
 
-def weight(t: int, j: int, decay: float, style: str, epsilon: float) -> float:
-    """w(t, j) for valid-token positions j ≤ t, straight from the spec's table."""
-    w = decay ** (t - j)
-    if style == "both":
-        w = max(w, decay**j)
+def weight(t: int, j: int, decay: float, style: str, epsilon: float, anchor: str = "token", n: int = 0) -> float:
+    """w(t, j) for valid-token positions j ≤ t of a response of n valid tokens, straight from the
+    spec's tables (§4 a and b): 1 on the diagonal, the style's formula floored at ε below it."""
+    if j == t:
+        return 1.0
+    if style == "early":
+        w = decay**j
+    elif anchor == "token":
+        w = decay ** (t - j) if style == "recent" else max(decay ** (t - j), decay**j)
+    else:
+        w = decay ** (n - 1 - j) if style == "recent" else max(decay ** (n - j), decay**j)
     return max(w, epsilon)
 
 
-def traced_log_ratio(x, mask, lam, gamma, style, epsilon, norm):
-    """ℓ as a float64 tensor, by a double loop over valid positions of each row."""
+def trace(x, mask, lam, gamma, style, epsilon, norm, anchor="token"):
+    """Σ_{j ≤ t} w(t, j) x_j as a float64 tensor, by a double loop over valid positions of each row."""
     decay = gamma * lam
     x = x.detach().double()
     out = torch.zeros_like(x)
@@ -28,54 +34,105 @@ def traced_log_ratio(x, mask, lam, gamma, style, epsilon, norm):
         for t, col_t in enumerate(cols):
             total, weights = 0.0, 0.0
             for j, col_j in enumerate(cols[: t + 1]):
-                w = weight(t, j, decay, style, epsilon)
+                w = weight(t, j, decay, style, epsilon, anchor, len(cols))
                 total += w * float(x[b, col_j])
                 weights += w
             out[b, col_t] = total / weights if norm == "sum" else total
     return out
 
 
-def credit(n: int, decay: float, style: str, epsilon: float, norm: str) -> list[float]:
+traced_log_ratio = trace  # ℓ is the trace of the token log-ratios
+
+
+def credit(n: int, decay: float, style: str, epsilon: float, norm: str, anchor: str = "token") -> list[float]:
     """Gradient weight of token k at ρ = 1 under a token-sum loss: Σ_{t ≥ k} w(t, k) (/ row sums)."""
     out = []
     for k in range(n):
         c = 0.0
         for t in range(k, n):
-            w = weight(t, k, decay, style, epsilon)
+            w = weight(t, k, decay, style, epsilon, anchor, n)
             if norm == "sum":
-                w /= sum(weight(t, j, decay, style, epsilon) for j in range(t + 1))
+                w /= sum(weight(t, j, decay, style, epsilon, anchor, n) for j in range(t + 1))
             c += w
         out.append(c)
     return out
 
 
 def token_losses(old_log_prob, log_prob, advantages, mask, settings, clip_low, clip_high, clip_c, is_weights=None):
-    """Per-token loss of the spec (§3), differentiable in ``log_prob`` (float64 autograd)."""
+    """Per-token loss of the spec (§3, §4b), differentiable in ``log_prob`` (float64 autograd).
+
+    ``settings`` is a dict of the GRPO-λ loss settings; ``trace_anchor`` and ``trace_application``
+    default to the spec's defaults ("token", "ratio") when absent.
+    """
     decay = settings["gamma"] * settings["lam"]
+    anchor = settings.get("trace_anchor", "token")
+    application = settings.get("trace_application", "ratio")
     rows = []
     for b in range(log_prob.shape[0]):
         cols = [c for c in range(log_prob.shape[1]) if bool(mask[b, c])]
+        n = len(cols)
         row = [log_prob.new_zeros(()) for _ in range(log_prob.shape[1])]
+        x = {c: (log_prob[b, c] - old_log_prob[b, c]).clamp(-20.0, 20.0) for c in cols}
         for t, col_t in enumerate(cols):
-            terms = []
-            weights = []
+            terms, weights = [], []
             for j, col_j in enumerate(cols[: t + 1]):
-                w = weight(t, j, decay, settings["trace"], settings["trace_epsilon"])
-                terms.append(w * (log_prob[b, col_j] - old_log_prob[b, col_j]))
+                w = weight(t, j, decay, settings["trace"], settings["trace_epsilon"], anchor, n)
+                value = x[col_j] if application == "ratio" else 1.0 + torch.sigmoid(log_prob[b, col_j] - 1.0)
+                terms.append(w * value)
                 weights.append(w)
-            ell = sum(terms)
+            traced = sum(terms)
             if settings["trace_norm"] == "sum":
-                ell = ell / sum(weights)
-            ratio = torch.exp(ell.clamp(-20.0, 20.0))
+                traced = traced / sum(weights)
+            if application == "ratio":
+                ratio, factor = torch.exp(traced.clamp(-20.0, 20.0)), 1.0
+            else:
+                ratio, factor = torch.exp(x[col_t]), traced
             a = float(advantages[b, col_t])
             loss = torch.maximum(-a * ratio, -a * ratio.clamp(1 - clip_low, 1 + clip_high))
             if a < 0:
                 loss = torch.minimum(loss, torch.tensor(-a * clip_c, dtype=loss.dtype))
+            loss = loss * factor
             if is_weights is not None:
                 loss = loss * float(is_weights[b, col_t])
             row[col_t] = loss
         rows.append(torch.stack(row))
     return torch.stack(rows)
+
+
+def authors_grpol_loss(old_log_prob, log_prob, grpo_advantages, mask, lam, gamma, style, update_style, adv_clamp,
+                       clip=0.2):  # fmt: skip
+    """The authors' ``grpol`` loss as their code computes it, transcribed from the spec (§4 b, §4b)
+    in float64 with their per-sequence option (n = the response's length, one dense n×n matrix per
+    response): the clamp applied in the loss, ε = 1e-7 below the diagonal, no dual clip, no guard on
+    exp(ℓ), the trace applied to log π_θ and log π_old separately, token-mean over the micro-batch."""
+    decay = gamma * lam
+    total, count = log_prob.new_zeros(()), 0
+    for b in range(log_prob.shape[0]):
+        cols = [c for c in range(log_prob.shape[1]) if bool(mask[b, c])]
+        n = len(cols)
+        w = torch.zeros(n, n, dtype=torch.float64)
+        for t in range(n):
+            for j in range(t + 1):
+                if j == t:
+                    w[t, j] = 1.0
+                elif style == "recent":
+                    w[t, j] = max(1e-7, decay ** (n - 1 - j))
+                elif style == "both":
+                    w[t, j] = max(1e-7, decay ** (n - j), decay**j)
+                else:
+                    w[t, j] = max(1e-7, decay**j)
+        new, old = log_prob[b, cols], old_log_prob[b, cols]
+        adv = grpo_advantages[b, cols].clamp(min=adv_clamp)
+        if update_style == "ppo":
+            ratio = torch.exp(w @ new - w @ old)
+            per_token = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip))
+        else:
+            ratio = torch.exp((new - old).clamp(-20.0, 20.0))
+            eligibility = w @ (1.0 + torch.sigmoid(new - 1.0))
+            per_token = eligibility * torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip))
+        total = total + per_token.sum()
+        count += n
+    return total / count
 
 
 def aggregate(losses, mask, mode, batch_num_tokens=None, global_batch_size=None, dp_size=1):

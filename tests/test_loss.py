@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import spec_reference as spec
 import torch
@@ -49,7 +50,15 @@ SETTINGS = [
         [0.0, 0.5, 0.99, 1.0], [1.0, 0.9], ["recent", "both"], [0.0, 0.1], ["none", "sum"]
     )
     if not (gamma != 1.0 and lam in (0.0, 1.0))
-]
+] + [  # every style x anchor x application (spec §4, §4b)
+    dict(lam=lam, gamma=1.0, trace=trace, trace_epsilon=eps, trace_norm=norm, trace_anchor=anchor,
+         trace_application=application)
+    for lam, trace, anchor, application, eps, norm in itertools.product(
+        [0.0, 0.5, 0.99], ["recent", "both", "early"], ["token", "end"], ["ratio", "weight"], [0.0, 1e-7, 0.1],
+        ["none", "sum"],
+    )
+    if (anchor, application) != ("token", "ratio") or trace == "early"
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(str(v) for v in s.values()))
@@ -93,17 +102,22 @@ def test_recent_lambda_zero_is_verl_vanilla(dtype, mode, with_is_weights):
     assert m0["actor/pg_clipfrac"] > 0 and m0["actor/pg_clipfrac_lower"] > 0, "inputs must exercise both clips"
 
 
-@pytest.mark.parametrize("trace,eps,norm", [("recent", 0.0, "none"), ("both", 0.0, "none"), ("both", 0.05, "sum")])
-def test_gradient_at_ratio_one_is_the_credit_shape(trace, eps, norm):
+@pytest.mark.parametrize(
+    "trace,eps,norm,anchor",
+    [("recent", 0.0, "none", "token"), ("both", 0.0, "none", "token"), ("both", 0.05, "sum", "token"),
+     ("early", 0.0, "none", "token"), ("recent", 1e-7, "none", "end"), ("both", 0.0, "sum", "end"),
+     ("early", 0.05, "none", "end")],
+)  # fmt: skip
+def test_gradient_at_ratio_one_is_the_credit_shape(trace, eps, norm, anchor):
     """With π_θ = π_old and A > 0, d loss / d log π(o_k) = −A · Σ_{t ≥ k} w(t, k) under token-sum."""
     n, adv_value = 50, 0.7
     old = -torch.rand(1, n, dtype=torch.float64)
     x = old.clone().requires_grad_(True)
     adv = torch.full((1, n), adv_value, dtype=torch.float64)
-    cfg = actor_config(GRPOLambdaLossConfig(lam=0.9, trace=trace, trace_epsilon=eps, trace_norm=norm))
+    cfg = actor_config(GRPOLambdaLossConfig(lam=0.9, trace=trace, trace_epsilon=eps, trace_norm=norm, trace_anchor=anchor))
     loss, _ = call_loss("grpo_lambda", cfg, old, x, adv, torch.ones(1, n, dtype=torch.bool), "token-sum")
     loss.backward()
-    expected = -adv_value * torch.tensor(spec.credit(n, 0.9, trace, eps, norm), dtype=torch.float64)
+    expected = -adv_value * torch.tensor(spec.credit(n, 0.9, trace, eps, norm, anchor), dtype=torch.float64)
     torch.testing.assert_close(x.grad[0], expected, rtol=1e-10, atol=1e-12)
 
 
@@ -199,7 +213,9 @@ def test_plain_policy_loss_config_is_refused_with_the_target_hint():
     "kwargs,pattern",
     [
         (dict(lam=1.5), r"policy_loss\.lam must be a number in \[0, 1\], got 1\.5"),
-        (dict(trace="bogus"), r"policy_loss\.trace must be one of \['recent', 'both'\], got 'bogus'"),
+        (dict(trace="bogus"), r"policy_loss\.trace must be one of \['recent', 'both', 'early'\], got 'bogus'"),
+        (dict(trace_anchor="bogus"), r"^actor_rollout_ref\.actor\.policy_loss\.trace_anchor must be one of \['token', 'end'\], got 'bogus'$"),
+        (dict(trace_application="traced"), r"policy_loss\.trace_application must be one of \['ratio', 'weight'\], got 'traced'"),
         (dict(trace_epsilon=-0.01), r"policy_loss\.trace_epsilon must be"),
         (dict(gamma=1.01), r"policy_loss\.gamma must be"),
         (dict(trace_norm="l2"), r"policy_loss\.trace_norm must be one of"),
@@ -313,3 +329,44 @@ def test_non_finite_values_at_masked_tokens_have_no_effect(kind):
     dirty, metrics = call_loss("grpo_lambda", cfg, dirty_old, dirty_new, adv, mask, "token-mean")
     assert torch.equal(clean, dirty)
     assert metrics["actor/grpo_lambda/token_guard_frac"] == 0.0
+
+
+@pytest.mark.parametrize("lam", [0.5, 0.99])
+@pytest.mark.parametrize("trace", ["recent", "both", "early"])
+@pytest.mark.parametrize("update_style", ["ppo", "weight"])
+def test_end_anchor_equals_the_authors_grpol_formula(lam, trace, update_style):
+    """trace_anchor="end", trace_epsilon=1e-7 and the clamp reproduce the authors' grpol loss (their
+    per-sequence option) where the ±20 guard and the dual clip, which their code lacks, do not fire."""
+    from verl.trainer.ppo.core_algos import get_adv_estimator_fn
+    from omegaconf import OmegaConf
+
+    g = torch.Generator().manual_seed(41)
+    n_rows, length = 8, 30
+    lengths = torch.tensor([30, 25, 30, 12, 7, 30, 19, 1])
+    mask = torch.arange(length)[None, :] < lengths[:, None]  # right-padded, as their per-sequence option assumes
+    old = -torch.rand(n_rows, length, generator=g, dtype=torch.float64) * 2
+    new = old + torch.randn(n_rows, length, generator=g, dtype=torch.float64) * 0.03
+    rewards = torch.zeros(n_rows, length, dtype=torch.float64)
+    rewards[torch.arange(n_rows), lengths - 1] = torch.tensor([1.0, 0, 0, 1, 0, 0, 1, 0], dtype=torch.float64)
+    uids = np.array(["a"] * 4 + ["b"] * 4, dtype=object)
+    grpo = spec.grpo_lambda_advantage(rewards, mask, list(uids), None, True)  # verl grpo: no clamp
+    assert grpo.min() < -0.1, "the clamp must matter"
+
+    algorithm = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "grpo_lambda": {"adv_clamp": -0.1}})
+    ours_adv, _ = get_adv_estimator_fn("grpo_lambda")(token_level_rewards=rewards, response_mask=mask, config=algorithm,
+                                                       index=uids)  # fmt: skip
+    settings = dict(lam=lam, trace=trace, trace_anchor="end", trace_epsilon=1e-7,
+                    trace_application="ratio" if update_style == "ppo" else "weight")  # fmt: skip
+    cfg = actor_config(GRPOLambdaLossConfig(**settings), clip_ratio_low=0.2, clip_ratio_high=0.2, clip_ratio_c=3.0)
+    a = new.clone().requires_grad_(True)
+    loss, metrics = call_loss("grpo_lambda", cfg, old, a, ours_adv.double(), mask, "token-mean")
+    loss.backward()
+    b = new.clone().requires_grad_(True)
+    expected = spec.authors_grpol_loss(old, b, grpo, mask, lam, 1.0, trace, update_style, adv_clamp=-0.1)
+    expected.backward()
+    assert metrics["actor/grpo_lambda/guard_frac"] == 0 and metrics["actor/pg_clipfrac_lower"] == 0
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-12)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-12)
+    # the inputs tell the trace apart: the same loss with λ = 0 is another number
+    other = spec.authors_grpol_loss(old, new, grpo, mask, 0.0, 1.0, trace, update_style, adv_clamp=-0.1)
+    assert abs(other.item() - expected.item()) > 1e-6

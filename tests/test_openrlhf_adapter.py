@@ -123,7 +123,7 @@ def test_settings_round_trip_through_environment_variables():
     assert patch.settings_from_env(env) == settings
     assert patch.settings_from_env({}) is None
     assert patch.settings_from_env({"GRPO_LAMBDA": "0", "GRPO_LAMBDA_LAM": "0.5"}) is None
-    with pytest.raises(ValueError, match=r"^GRPO_LAMBDA_TRACE must be one of \['recent', 'both'\], got 'foo'$"):
+    with pytest.raises(ValueError, match=r"^GRPO_LAMBDA_TRACE must be one of \['recent', 'both', 'early'\], got 'foo'$"):
         patch.settings_from_env({"GRPO_LAMBDA": "1", "GRPO_LAMBDA_TRACE": "foo"})
 
 
@@ -180,6 +180,8 @@ SETTINGS = [
     GRPOLambdaSettings(lam=0.8, trace="recent", trace_epsilon=0.05, trace_norm="sum"),
     GRPOLambdaSettings(lam=0.97, trace="both", trace_epsilon=0.02),
     GRPOLambdaSettings(lam=0.0, trace="recent"),
+    GRPOLambdaSettings(lam=0.99, trace="recent", trace_anchor="end", trace_epsilon=1e-7),
+    GRPOLambdaSettings(lam=0.9, trace="early", trace_anchor="end", trace_application="weight", trace_norm="sum"),
 ]
 # OpenRLHF's --actor.loss_agg_mode -> PolicyLoss(token_level_loss=...); verl's loss_agg_mode
 AGG_MODES = [("token-mean", True), ("seq-mean-token-mean", False)]
@@ -188,7 +190,11 @@ AGG_MODES = [("token-mean", True), ("seq-mean-token-mean", False)]
 BATCH_INFOS = [{}, {"dp_size": 2, "batch_num_tokens": 141.0, "global_batch_size": 11.0}]
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s.trace}-lam{s.lam}-eps{s.trace_epsilon}-{s.trace_norm}")
+@pytest.mark.parametrize(
+    "settings",
+    SETTINGS,
+    ids=lambda s: f"{s.trace}-{s.trace_anchor}-{s.trace_application}-lam{s.lam}-eps{s.trace_epsilon}-{s.trace_norm}",
+)
 @pytest.mark.parametrize("agg,token_level", AGG_MODES, ids=[m for m, _ in AGG_MODES])
 @pytest.mark.parametrize("batch_info", BATCH_INFOS, ids=["local", "global"])
 def test_patched_policy_loss_equals_verl_loss(settings, agg, token_level, batch_info):
@@ -540,7 +546,8 @@ def test_launcher_splits_its_options_out_in_order():
     "extra,env,needle",
     [
         (["--lambda.lam", "1.5"], {}, "--lambda.lam must be a number in [0, 1], got 1.5"),
-        (["--lambda.trace", "old"], {}, "--lambda.trace must be one of ['recent', 'both'], got 'old'"),
+        (["--lambda.trace", "old"], {}, "--lambda.trace must be one of ['recent', 'both', 'early'], got 'old'"),
+        (["--lambda.trace_anchor", "start"], {}, "--lambda.trace_anchor must be one of ['token', 'end'], got 'start'"),
         (["--lambda.adv_clamp", "0.3"], {}, "--lambda.adv_clamp must be a number ≤ 0 or none, got 0.3"),
         (["--lambda.lam", "abc"], {}, "--lambda.lam expects a number, got 'abc'"),
         (["--lambda.lamda", "0.9"], {}, "unknown option --lambda.lamda"),

@@ -12,7 +12,8 @@ from verl_lambda.core.settings import GRPOLambdaSettings
 from verl_lambda.core.trace import apply_trace, apply_trace_reference, discounted_cumsum
 
 LAMS = [0.0, 0.5, 0.9, 0.99, 1.0]
-STYLES = ["recent", "both"]
+# (trace, trace_anchor): every weight style in both readings of the spec (§4 a, b)
+STYLES = [(trace, anchor) for anchor in ("token", "end") for trace in ("recent", "both", "early")]
 EPSILONS = [0.0, 0.05, 0.3]
 NORMS = ["none", "sum"]
 GRID = list(itertools.product(LAMS, STYLES, EPSILONS, NORMS))
@@ -27,14 +28,15 @@ def _inputs(seed, batch, length, dtype=torch.float64, leading=False):
 
 
 def _kwargs(lam, style, eps, norm, gamma=1.0):
-    return GRPOLambdaSettings(lam=lam, gamma=gamma, trace=style, trace_epsilon=eps, trace_norm=norm)
+    trace, anchor = style if isinstance(style, tuple) else (style, "token")
+    return GRPOLambdaSettings(lam=lam, gamma=gamma, trace=trace, trace_anchor=anchor, trace_epsilon=eps, trace_norm=norm)
 
 
 @pytest.mark.parametrize("lam,style,eps,norm", GRID)
 def test_reference_matches_spec_loop(lam, style, eps, norm):
     x, mask = _inputs(1, 3, 13, leading=True)
     ref = apply_trace_reference(x, mask, _kwargs(lam, style, eps, norm))
-    loop = spec.traced_log_ratio(x, mask, lam, 1.0, style, eps, norm)
+    loop = spec.traced_log_ratio(x, mask, lam, 1.0, style[0], eps, norm, style[1])
     torch.testing.assert_close(ref, loop, rtol=1e-12, atol=1e-12)
 
 
@@ -56,7 +58,9 @@ def test_fast_matches_reference_values_and_gradients_fp64(lam, style, eps, norm)
     assert torch.all(outs[0][~mask] == 0), "masked positions must output 0"
 
 
-@pytest.mark.parametrize("style,eps,norm", [("recent", 0.0, "none"), ("both", 0.01, "sum")])
+@pytest.mark.parametrize(
+    "style,eps,norm", [("recent", 0.0, "none"), ("both", 0.01, "sum"), (("recent", "end"), 1e-7, "sum"), (("both", "end"), 0.0, "none")]
+)
 def test_fast_matches_reference_beyond_three_chunk_levels(style, eps, norm):
     x, mask = _inputs(4, 2, 4200)  # 64² < 4200: carries go through three levels
     kw = _kwargs(0.99, style, eps, norm)
@@ -133,13 +137,17 @@ def test_gradient_of_trace_sum_is_the_spec_credit_shape(lam, style, eps, norm):
     n = 60
     x = torch.zeros(1, n, dtype=torch.float64, requires_grad=True)
     apply_trace(x, torch.ones(1, n, dtype=torch.bool), _kwargs(lam, style, eps, norm)).sum().backward()
-    expected = torch.tensor(spec.credit(n, lam, style, eps, norm), dtype=torch.float64)
+    expected = torch.tensor(spec.credit(n, lam, style[0], eps, norm, style[1]), dtype=torch.float64)
     torch.testing.assert_close(x.grad[0], expected, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("lam", [0.99, 0.999])
-@pytest.mark.parametrize("style,eps,norm", [("recent", 0.0, "none"), ("both", 0.0, "none"), ("both", 0.01, "sum")])
+@pytest.mark.parametrize(
+    "style,eps,norm",
+    [("recent", 0.0, "none"), ("both", 0.0, "none"), ("both", 0.01, "sum"), (("recent", "end"), 1e-7, "none"),
+     (("both", "end"), 1e-7, "sum"), (("early", "end"), 0.0, "none"), ("early", 0.0, "none")],
+)  # fmt: skip
 def test_finite_at_32k_tokens(dtype, lam, style, eps, norm):
     length = 32768
     g = torch.Generator().manual_seed(0)
@@ -198,7 +206,11 @@ def test_shape_mismatch_raises():
         ),
     ],
 )
-@pytest.mark.parametrize("style,eps,norm", [("recent", 0.0, "none"), ("both", 0.0, "none"), ("both", 0.01, "sum")])
+@pytest.mark.parametrize(
+    "style,eps,norm",
+    [("recent", 0.0, "none"), ("both", 0.0, "none"), ("both", 0.01, "sum"), (("recent", "end"), 1e-7, "none"),
+     (("both", "end"), 0.0, "sum"), (("early", "end"), 0.01, "none")],
+)  # fmt: skip
 def test_bf16_autocast_keeps_fp32_accuracy(device, style, eps, norm):
     """verl's engine runs the loss under torch.autocast(bf16): the trace must stay exact to float32."""
     x, mask = _inputs(9, 4, 2048)

@@ -5,14 +5,17 @@ Both framework adapters (verl in :mod:`verl_lambda.register`, OpenRLHF in
 aggregation, so the maths exists once.
 
     x_j   = clamp(log π_θ(o_j) − log π_old(o_j), −20, 20)                  (NaN → 0)
-    ℓ_t   = traced log-ratio of x (see :mod:`verl_lambda.core.trace`)
+    ℓ_t   = Σ_{j ≤ t} w(t, j) x_j, the trace of x (see :mod:`verl_lambda.core.trace`)
     ρ_t   = exp(clamp(ℓ_t, −20, 20))
     loss_t = max(−A·ρ_t, −A·clip(ρ_t, 1 − ε_low, 1 + ε_high))          (PPO clip)
              and for A < 0: min(that, −A·c)                             (dual clip, c > 1)
     loss_t ← loss_t · rollout_is_weights_t                             (when given)
 
 This is verl's ``vanilla`` loss with the traced ratio in place of the per-token ratio; with
-``trace="recent"`` and ``lam=0`` it is exactly ``vanilla``.
+``trace="recent"`` and ``lam=0`` it is exactly ``vanilla``. With ``trace_application="weight"``
+(the authors' ``update_style="weight"``) the ratio stays vanilla's per-token ρ_t = exp(x_t) and the
+loss is multiplied by the eligibility e_t = Σ_{j ≤ t} w(t, j)·(1 + σ(log π_θ(o_j) − 1)), with
+gradients through e_t.
 """
 
 from __future__ import annotations
@@ -45,10 +48,11 @@ def token_losses(
     """Per-token GRPO-λ losses ``[B, L]`` (to be aggregated over ``response_mask``) and diagnostics.
 
     ``clip_ratio_c=None`` switches the dual clip off. Diagnostics are 0-dim tensors:
-    ``pg_clipfrac``, ``ppo_kl``, ``pg_clipfrac_lower`` (as verl's ``vanilla``, on the traced ratio),
-    ``trace_abs_mean``, ``trace_abs_max`` (|ℓ| over valid tokens), ``guard_frac`` (share of valid
-    tokens where |ℓ| exceeded the ±20 guard) and ``token_guard_frac`` (share of valid tokens whose
-    own log-ratio was NaN or beyond ±20 and was set to 0 or ±20 before the trace).
+    ``pg_clipfrac``, ``ppo_kl``, ``pg_clipfrac_lower`` (as verl's ``vanilla``, on the ratio in the
+    clip: traced or, for ``trace_application="weight"``, per token), ``trace_abs_mean``,
+    ``trace_abs_max`` (|ℓ|, or the eligibility e, over valid tokens), ``guard_frac`` (share of valid
+    tokens where |ℓ| exceeded the ±20 guard; 0 for ``weight``) and ``token_guard_frac`` (share of
+    valid tokens whose own log-ratio was NaN or beyond ±20 and was set to 0 or ±20).
 
     Everything is computed in float32 (float64 when an input is float64) with autocast switched
     off, whatever autocast the caller runs under; advantages are never cast to a narrower dtype.
@@ -70,9 +74,16 @@ def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
     # As vanilla: each token log-ratio is clamped to ±20 before it enters the trace (so one −inf
     # log-prob cannot turn its neighbours into NaN); a NaN log-ratio counts as 0. Both are reported.
     token_guarded = ~(log_ratio.abs() <= LOG_RATIO_GUARD) & mask
-    log_ratio = log_ratio.nan_to_num(nan=0.0).clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD)
-    traced = apply_trace(log_ratio, mask, settings)
-    guarded = traced.clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD)
+    zero = torch.zeros((), dtype=dtype, device=log_ratio.device)
+    log_ratio = torch.where(mask, log_ratio.nan_to_num(nan=0.0).clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD), zero)
+    if settings.trace_application == "ratio":
+        traced = apply_trace(log_ratio, mask, settings)
+        guarded = traced.clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD)
+        eligibility = None
+    else:  # vanilla's per-token ratio, its loss weighted by the trace of 1 + σ(log π − 1) (gradients flow through it)
+        probability_term = 1.0 + torch.sigmoid(log_prob.to(dtype).nan_to_num(nan=0.0) - 1.0)
+        traced = eligibility = apply_trace(probability_term, mask, settings)
+        guarded = log_ratio
     ratio = torch.exp(guarded)
     advantages = advantages.to(dtype)
     negative = advantages < 0
@@ -82,6 +93,8 @@ def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
     high = torch.where(negative, bound(float("inf") if clip_ratio_c is None else clip_ratio_c), bound(1.0 + clip_ratio_high))
     low = torch.where(negative, bound(1.0 - clip_ratio_low), bound(float("-inf")))
     losses = -advantages * torch.clamp(ratio, min=low, max=high)
+    if eligibility is not None:
+        losses = losses * eligibility
     if rollout_is_weights is not None:
         losses = losses * rollout_is_weights.to(dtype)
 
@@ -101,7 +114,9 @@ def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
             else torch.zeros((), dtype=dtype, device=ratio.device),
             "trace_abs_mean": abs_traced.sum() / count,
             "trace_abs_max": abs_traced.max() if abs_traced.numel() else torch.zeros((), dtype=dtype, device=ratio.device),
-            "guard_frac": torch.count_nonzero(abs_traced > LOG_RATIO_GUARD) / count,
+            "guard_frac": torch.count_nonzero(abs_traced > LOG_RATIO_GUARD) / count
+            if eligibility is None
+            else torch.zeros((), dtype=dtype, device=ratio.device),
             "token_guard_frac": torch.count_nonzero(token_guarded) / count,
         }
     return losses, stats

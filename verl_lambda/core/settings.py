@@ -127,9 +127,10 @@ class GRPOLambdaSettings:
         "ours, as every public port: one outcome reward, no discount",
     )  # fmt: skip
     trace: str = setting(
-        "recent", OneOf(("recent", "both")), LOSS,
-        "weight style: recent (decay from the current token) or both (the first tokens keep weight too)",
-        "paper names both; recent reduces to vanilla at λ = 0",
+        "recent", OneOf(("recent", "both", "early")), LOSS,
+        "weight style: recent (weight decays away from the anchor), both (the first tokens keep weight too) "
+        "or early (weight decays from the first token)",
+        "paper names recent and both; early: the authors' code",
     )  # fmt: skip
     trace_epsilon: float = setting(
         0.0, Number(0.0, 1.0), LOSS,
@@ -145,6 +146,18 @@ class GRPOLambdaSettings:
         -0.1, Number(high=0.0, optional=True), ESTIMATOR,
         "negative-advantage clamp c: the TD error is max(Â, c); none switches it off",
         "paper",
+    )  # fmt: skip
+    trace_anchor: str = setting(
+        "token", OneOf(("token", "end")), LOSS,
+        "token: decay counted back from the current token (the eligibility trace); end: the authors' code, "
+        "weights below the diagonal counted from the response's last token",
+        "token: every independent port; end: the authors' code",
+    )  # fmt: skip
+    trace_application: str = setting(
+        "ratio", OneOf(("ratio", "weight")), LOSS,
+        "ratio: the traced ratio exp(ℓ) inside PPO's clip; weight: vanilla's per-token loss times the "
+        "eligibility Σ_j w(t, j)·(1 + σ(log π(o_j) − 1))",
+        "ratio: paper; weight: the authors' update_style=weight",
     )  # fmt: skip
 
     def __post_init__(self):

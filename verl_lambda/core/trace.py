@@ -5,11 +5,15 @@ for the traced ratio) and ``r = γλ``, the trace at position ``t`` is
 
     ℓ_t = Σ_{j ≤ t} w(t, j) · x_j
 
-with the weight styles (``settings.trace``)
+with w(t, t) = 1 and, below the diagonal (j < t), by ``settings.trace`` and ``settings.trace_anchor``
+(n = the number of valid tokens of the response):
 
-    recent:  w(t, j) = r^(t−j)
-    both:    w(t, j) = max(r^(t−j), r^j)
-    ε floor: w(t, j) ← max(w(t, j), ε)                  (combines with either style)
+    trace      anchor "token" (lag from the current token)    anchor "end" (the authors' code)
+    recent     r^(t−j)                                         r^(n−1−j)
+    both       max(r^(t−j), r^j)                               max(r^(n−j), r^j)
+    early      r^j                                             r^j
+
+    ε floor:   w(t, j) ← max(w(t, j), ε) for j < t   (``trace_epsilon``; 0 switches it off)
 
 and optionally ``trace_norm="sum"``: ℓ_t ← ℓ_t / Σ_{j ≤ t} w(t, j). The settings come from
 :class:`verl_lambda.core.settings.GRPOLambdaSettings`.
@@ -21,15 +25,17 @@ Two implementations share one signature:
 
 * :func:`apply_trace_reference` builds the weight matrix (:func:`trace_weights`) row by row. Slow,
   O(L²), obviously right; the tests and the naive benchmark baseline use it.
-* :func:`apply_trace` is exact to it and uses O(B·L) memory: a decayed running sum computed
-  in chunks (a small C×C matrix product per chunk, chunk carries by the same method one level up),
-  windows on that running sum for ``both`` and the ε floor, prefix sums for the rest. It never
-  forms r^(−j), so it cannot overflow at any length. Autograd differentiates it exactly (it is a
-  composition of linear maps).
+* :func:`apply_trace` is exact to it and uses O(B·L) memory. For the token anchor's ``recent`` and
+  ``both``: a decayed running sum computed in chunks (a small C×C matrix product per chunk, chunk
+  carries by the same method one level up), windows on that running sum for ``both`` and the ε
+  floor, prefix sums for the rest. Every other weighting depends below the diagonal on the column
+  j (and n) only: ℓ_t = Σ_{j<t} c_j x_j + x_t, one prefix sum. It never forms r^(−j), so it cannot
+  overflow at any length. Autograd differentiates it exactly (it is a composition of linear maps).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 from functools import lru_cache
@@ -47,13 +53,16 @@ def trace_weights(n: int, settings: GRPOLambdaSettings, device: torch.device | s
     """The ``[n, n]`` float64 weight matrix w(t, j) of a response with ``n`` valid tokens (0 above the diagonal)."""
     pos = torch.arange(n, dtype=torch.float64, device=device)
     t, j = pos[:, None], pos[None, :]
-    base = torch.tensor(settings.decay, dtype=torch.float64, device=device)
-    w = torch.pow(base, (t - j).clamp(min=0))
-    if settings.trace == "both":
-        w = torch.maximum(w, torch.pow(base, j))
-    if settings.trace_epsilon > 0:
-        w = w.clamp(min=settings.trace_epsilon)
-    return torch.where(j <= t, w, torch.zeros_like(w))
+    power = functools.partial(torch.pow, torch.tensor(settings.decay, dtype=torch.float64, device=device))
+    lag_from = t if settings.trace_anchor == "token" else torch.full_like(t, n - 1)
+    if settings.trace == "recent":
+        w = power((lag_from - j).clamp(min=0))
+    elif settings.trace == "both":  # the end anchor counts n − j here, as the authors' code does
+        w = torch.maximum(power((lag_from - j + (settings.trace_anchor == "end")).clamp(min=0)), power(j))
+    else:
+        w = power(j).expand(n, n)
+    w = w.clamp(min=settings.trace_epsilon)
+    return torch.where(j < t, w, torch.where(j == t, torch.ones_like(w), torch.zeros_like(w)))
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -219,7 +228,7 @@ def apply_trace(
         values: ``[B, L]`` per-token values x (any float dtype), e.g. token log-ratios.
         mask: ``[B, L]`` valid-token mask (bool or 0/1); may have interior zeros and leading zeros.
         settings: the GRPO-λ settings; the trace reads ``lam``, ``gamma``, ``trace``,
-            ``trace_epsilon`` and ``trace_norm``.
+            ``trace_anchor``, ``trace_epsilon`` and ``trace_norm``.
 
     Returns:
         ``[B, L]`` ℓ in float32 (float64 for float64 input), 0 at masked positions, computed with
@@ -234,20 +243,60 @@ def _apply_trace(values: torch.Tensor, mask: torch.Tensor, settings: GRPOLambdaS
     dtype = _compute_dtype(values)
     valid = mask.bool()
     x = torch.where(valid, values.to(dtype), torch.zeros((), dtype=dtype, device=values.device))
-    decay, style, epsilon = settings.decay, settings.trace, settings.trace_epsilon
     batch, length = x.shape
     if length == 0:
         return x
-    gaps = bool((valid[:, 1:] & ~valid[:, :-1]).any()) if length > 1 else False
+    # Move each row's valid tokens to the front (a no-op for right-padded rows), trace, move back.
+    gaps = _has_gaps(valid)
     if gaps:
-        # Move each row's valid tokens to the front, trace, and move the results back.
         dest = torch.where(valid, valid.long().cumsum(-1) - 1, torch.full_like(x, length, dtype=torch.long))
         packed = x.new_zeros(batch, length + 1).scatter(1, dest, x)[:, :length]
     else:
         packed = x
-    traced = _trace_dense(packed, decay, style, epsilon)
-    if settings.trace_norm == "sum":
-        traced = traced / _weight_row_sums(length, decay, style, epsilon, dtype, x.device)
+    if settings.trace_anchor == "token" and settings.trace != "early":
+        decay, style, epsilon = settings.decay, settings.trace, settings.trace_epsilon
+        traced = _trace_dense(packed, decay, style, epsilon)
+        if settings.trace_norm == "sum":
+            traced = traced / _weight_row_sums(length, decay, style, epsilon, dtype, x.device)
+    else:
+        column = _column_weights(valid.sum(-1), length, settings, dtype)
+        traced = _exclusive_cumsum(column * packed) + packed
+        if settings.trace_norm == "sum":
+            traced = traced / (_exclusive_cumsum(column) + 1.0)
     if gaps:
         traced = torch.nn.functional.pad(traced, (0, 1)).gather(1, dest)
     return torch.where(valid, traced, torch.zeros((), dtype=dtype, device=x.device))
+
+
+def _has_gaps(valid: torch.Tensor) -> bool:
+    """Whether a row has a valid token after a masked one (interior or leading masked tokens).
+
+    On the CPU this is read at once; on an accelerator the answer would cost a device-to-host sync
+    on every call, so rows are always compacted there (for right-padded rows that is the identity).
+    """
+    if valid.shape[-1] < 2:
+        return False
+    if valid.device.type != "cpu":
+        return True
+    return bool((valid[:, 1:] & ~valid[:, :-1]).any())
+
+
+def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
+    """Σ_{j<t} x_j along the last dimension."""
+    return torch.nn.functional.pad(x.cumsum(-1)[..., :-1], (1, 0))
+
+
+def _column_weights(lengths: torch.Tensor, length: int, settings: GRPOLambdaSettings, dtype) -> torch.Tensor:
+    """c_j = w(t, j) for j < t where that depends on the column only: ``[B, L]`` (end anchor, n per
+    row from ``lengths``) or ``[1, L]`` (token anchor, ``early``); computed in float64, floored at ε."""
+    device = lengths.device
+    j = torch.arange(length, dtype=torch.float64, device=device)[None, :]
+    power = functools.partial(torch.pow, torch.tensor(settings.decay, dtype=torch.float64, device=device))
+    n = lengths.to(torch.float64)[:, None]
+    if settings.trace == "early":
+        column = power(j)
+    elif settings.trace == "recent":
+        column = power((n - 1 - j).clamp(min=0))
+    else:  # both, end anchor
+        column = torch.maximum(power((n - j).clamp(min=0)), power(j))
+    return column.clamp(min=settings.trace_epsilon).to(dtype)
