@@ -49,7 +49,14 @@ STYLES = {
     "both+eps": dict(trace="both", trace_epsilon=0.01),
     "recent+sum": dict(trace="recent", trace_norm="sum"),
     "both+eps+sum": dict(trace="both", trace_epsilon=0.01, trace_norm="sum"),
+    "early": dict(trace="early"),
+    "recent+weight": dict(trace="recent", trace_application="weight"),
+    # the authors' conventions: weights counted from the response's end, ε = 1e-7
+    "end": dict(trace="recent", trace_anchor="end", trace_epsilon=1e-7),
+    "end-both": dict(trace="both", trace_anchor="end", trace_epsilon=1e-7),
+    "end+weight": dict(trace="recent", trace_anchor="end", trace_epsilon=1e-7, trace_application="weight"),
 }
+AUTHORS = "end"  # the style the authors' dense form computes
 
 
 class PeakMemory:
@@ -108,6 +115,15 @@ def step(name, policy_loss, inputs):
     return x.grad
 
 
+def _with_autocast(ctx, device):
+    @contextlib.contextmanager
+    def both():
+        with ctx(), torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+
+    return both
+
+
 def measure(methods, inputs, device, rounds=5):
     """Median time and peak memory per method; rounds interleave the methods so load drifts cancel."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -147,6 +163,29 @@ def naive_trace():
             w = w / w.sum(1, keepdim=True)
         x = torch.where(mask, log_ratio.float(), 0.0)
         return torch.where(mask, x @ w.T, 0.0)
+
+    objective.apply_trace = dense
+    try:
+        yield
+    finally:
+        objective.apply_trace = fast
+
+
+@contextlib.contextmanager
+def authors_dense_trace():
+    """Swap the trace for the authors' per-sequence form: one dense n×n matrix per response, stacked
+    into B×L×L and applied with a batched matrix product (B·L² memory)."""
+    fast = objective.apply_trace
+
+    def dense(values, mask, settings):
+        from verl_lambda.core.trace import trace_weights
+
+        batch, length = values.shape
+        w = torch.zeros(batch, length, length, dtype=torch.float32, device=values.device)
+        for b, n in enumerate(mask.sum(-1).tolist()):
+            w[b, :n, :n] = trace_weights(n, settings, values.device).float()
+        x = torch.where(mask, values.float(), 0.0)
+        return torch.where(mask, torch.bmm(w, x.unsqueeze(-1)).squeeze(-1), 0.0)
 
     objective.apply_trace = dense
     try:
@@ -212,15 +251,26 @@ def main():
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
     parser.add_argument("--naive-max-gib", type=float, default=1.0, help="skip the L×L baseline above this W size")
+    parser.add_argument(
+        "--authors-max-gib", type=float, default=2.0, help="skip the authors' B×L×L form above this W size"
+    )
+    parser.add_argument(
+        "--autocast", action="store_true", help="call every loss inside torch.autocast(bfloat16), as verl's engine does"
+    )
     parser.add_argument("--estimator-rows", type=int, default=8192)
     parser.add_argument("--estimator-length", type=int, default=16384)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=5, help="timed repetitions per method (median)")
     parser.add_argument("--quick", action="store_true", help="64 × 8k, float32 only, no estimator run")
+    parser.add_argument(
+        "--authors-setting", action="store_true", help="only the authors' 3072-token setting: 32 × 3072 (their micro-batch)"
+    )
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     if args.quick:
         args.batches, args.lengths, args.dtypes, args.estimator_rows = [64], [8192], ["float32"], 0
+    if args.authors_setting:
+        args.batches, args.lengths, args.dtypes, args.estimator_rows = [32], [3072], ["float32"], 0
     device = torch.device(args.device)
 
     results = []
@@ -234,6 +284,12 @@ def main():
                 methods += [(s, "grpo_lambda", GRPOLambdaLossConfig(**STYLES[s]), contextlib.nullcontext) for s in args.styles]
                 if length * length * 4 / 2**30 <= args.naive_max_gib:
                     methods.append(("naive-LxL", "grpo_lambda", GRPOLambdaLossConfig(trace="recent"), naive_trace))
+                authors_gib = batch * length * length * 4 / 2**30
+                if authors_gib <= args.authors_max_gib:
+                    authors = GRPOLambdaLossConfig(**STYLES[AUTHORS])
+                    methods.append(("authors-BxLxL", "grpo_lambda", authors, authors_dense_trace))
+                if args.autocast:
+                    methods = [(label, name, cfg, _with_autocast(ctx, device)) for label, name, cfg, ctx in methods]
                 measured = measure(methods, inputs, device, rounds=args.rounds)
                 base_t, base_m = measured["vanilla"]
                 for method, (t, m) in measured.items():
@@ -248,6 +304,9 @@ def main():
                 if length * length * 4 / 2**30 > args.naive_max_gib:
                     print(f"{batch:>3} {length:>6} {dtype_name:>8} {'naive-LxL':>13}   skipped: W alone is "
                           f"{length * length * 4 / 2**30:.1f} GiB per call", flush=True)
+                if authors_gib > args.authors_max_gib:
+                    print(f"{batch:>3} {length:>6} {dtype_name:>8} {'authors-BxLxL':>13}   skipped: W alone is "
+                          f"{authors_gib:.1f} GiB per call", flush=True)
                 del inputs
 
     estimator = None
@@ -269,6 +328,8 @@ def main():
         torch_threads=torch.get_num_threads(),
         torch=torch.__version__,
         command=" ".join(sys.argv),
+        autocast=args.autocast,
+        load_average=os.getloadavg(),
     )
     (out / f"loss_{tag}.json").write_text(json.dumps(dict(meta=meta, loss=results, estimator=estimator), indent=1))
     plot(results, out / f"loss_{tag}.png")

@@ -336,3 +336,57 @@ def test_eval_script_dry_run(dry_run, tmp_path):
     assert "file" in c["trainer.logger"]
     assert c["ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"] == f"{tmp_path}/base_model.metrics.jsonl"
     assert c["reward.custom_reward_function.path"] == "pkg://verl_lambda.math_reward"
+
+
+PAPER_MODELS = {"qwen2.5-1.5b-instruct": "Qwen/Qwen2.5-1.5B-Instruct", "r1-distill-qwen-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"}
+PAPER_SETS = {"gsm8k": 8, "math12k": 64, "math_rl_16k": 64, "orz_57k": 64}  # prompts per step in the authors' scripts
+PAPER = [(model, data_set) for model in PAPER_MODELS for data_set in PAPER_SETS]
+
+
+@pytest.mark.parametrize("model,data_set", PAPER)
+def test_paper_recipes_dry_run_with_the_authors_setup_and_are_matched(dry_run, model, data_set):
+    lam_result, lam_cfg = dry_run("paper/run.sh", model, data_set, "grpo_lambda")
+    base_result, base_cfg = dry_run("paper/run.sh", model, data_set, "grpo")
+    for result in (lam_result, base_result):
+        assert result.returncode == 0, result.stderr
+        assert "dry run: config composed and checked, Ray not started" in result.stdout
+    c = flatten(lam_cfg)
+    assert c["actor_rollout_ref.model.path"] == PAPER_MODELS[model]
+    assert c["data.train_files"] == [f"{dry_run.data_dir}/{data_set}.parquet"]
+    assert (c["actor_rollout_ref.model.lora_rank"], c["actor_rollout_ref.model.lora_alpha"]) == (64, 32)
+    assert c["actor_rollout_ref.actor.optim.lr"] == 3e-6
+    assert c["data.train_batch_size"] == c["actor_rollout_ref.actor.ppo_mini_batch_size"] == PAPER_SETS[data_set]
+    assert c["actor_rollout_ref.rollout.n"] == 8 and c["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"] == 32
+    assert (c["data.max_prompt_length"], c["data.max_response_length"]) == (512, 3072)
+    assert (c["actor_rollout_ref.actor.kl_loss_coef"], c["actor_rollout_ref.actor.kl_loss_type"]) == (0.001, "low_var_kl")
+    assert c["actor_rollout_ref.actor.entropy_coeff"] == 0
+    assert c["actor_rollout_ref.rollout.tensor_model_parallel_size"] == 2 and c["trainer.n_gpus_per_node"] == 2
+    assert (c["trainer.total_epochs"], c["trainer.test_freq"], c["trainer.save_freq"]) == (15, 5, 20)
+    assert c["actor_rollout_ref.actor.fsdp_config.model_dtype"] == "bf16"
+    # GRPO-λ in the authors' conventions, with the paper's λ and clamp
+    pl = "actor_rollout_ref.actor.policy_loss."
+    assert (c[pl + "trace_anchor"], c[pl + "trace"], c[pl + "trace_epsilon"]) == ("end", "recent", 1e-7)
+    assert (c[pl + "lam"], c["algorithm.grpo_lambda.adv_clamp"]) == (0.99, -0.1)
+    a, b = flatten(lam_cfg), flatten(base_cfg)
+    differing = {k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>")}
+    assert differing <= SWITCH_KEYS, sorted(differing - SWITCH_KEYS)
+    assert b["algorithm.adv_estimator"] == "grpo" and b["actor_rollout_ref.actor.policy_loss.loss_mode"] == "vanilla"
+
+
+def test_paper_recipe_settings_are_overridable_from_the_environment(dry_run):
+    result, cfg = dry_run("paper/run.sh", "qwen2.5-1.5b-instruct", "math12k", "grpo_lambda", ANCHOR="token", TRACE="both",
+                          N_GPUS_PER_NODE="4")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    c = flatten(cfg)
+    pl = "actor_rollout_ref.actor.policy_loss."
+    assert (c[pl + "trace_anchor"], c[pl + "trace"], c[pl + "trace_epsilon"]) == ("token", "both", 1e-7)
+    assert c["trainer.n_gpus_per_node"] == 4
+    assert c["trainer.experiment_name"] == "qwen2.5-1.5b-instruct_math12k_grpo_lambda_both_anchortoken"
+
+
+def test_paper_recipe_refuses_an_unknown_set(run_script):
+    result = run_script("paper/run.sh", "qwen2.5-1.5b-instruct", "aime24", "grpo_lambda")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "recipes/paper/run.sh: error: SET must be gsm8k, math12k, math_rl_16k or orz_57k, got 'aime24'"
+    )
