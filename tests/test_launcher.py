@@ -361,3 +361,80 @@ def test_summary_of_an_unbounded_trace():
     report = check_launch(cfg, dry_run=True)
     lines = summary_lines(cfg, report.shape, report.grpo_lambda, report.warnings)
     assert any(re.search(r"trace horizon .*unbounded", line) for line in lines)
+
+
+# Mistakes a user makes on the command line: each must end the launch with one line and exit 2,
+# before Ray, never with a traceback (verl would otherwise fail late on the GPUs, or run wrongly).
+BAD_COMMAND_LINES = [
+    (["actor_rollout_ref.rollout.n=abc"], {}, "actor_rollout_ref.rollout.n must be a whole number ≥ 1, got 'abc'"),
+    (["actor_rollout_ref.rollout.n=2.5"], {}, "actor_rollout_ref.rollout.n must be a whole number ≥ 1, got 2.5"),
+    (["actor_rollout_ref.rollout.n=1"], {}, "actor_rollout_ref.rollout.n=1: GRPO-λ normalises rewards"),
+    (["actor_rollout_ref.actor.ppo_mini_batch_size=0"], {}, "actor_rollout_ref.actor.ppo_mini_batch_size must be a whole number ≥ 1, got 0"),
+    (["trainer.n_gpus_per_node=abc"], {}, "trainer.n_gpus_per_node must be a whole number ≥ 1, got 'abc'"),
+    (["trainer.n_gpus_per_node=0"], {}, "trainer.n_gpus_per_node must be a whole number ≥ 1, got 0"),
+    (["trainer.nnodes=0"], {}, "trainer.nnodes must be a whole number ≥ 1, got 0"),
+    (["trainer.nnodes=1.5"], {}, "trainer.nnodes must be a whole number ≥ 1, got 1.5"),
+    (["actor_rollout_ref.actor.ulysses_sequence_parallel_size=3"], {},
+     "8 GPUs cannot be split into Ulysses groups of actor_rollout_ref.actor.ulysses_sequence_parallel_size=3"),
+    (["actor_rollout_ref.rollout.tensor_model_parallel_size=0"], {},
+     "actor_rollout_ref.rollout.tensor_model_parallel_size must be a whole number ≥ 1, got 0"),
+    (["data.max_response_length=-5"], {}, "data.max_response_length must be a whole number ≥ 1, got -5"),
+    (["data.train_batch_size=0"], {}, "data.train_batch_size must be a whole number ≥ 1, got 0"),
+    (["actor_rollout_ref.actor.ppo_epochs=0"], {}, "actor_rollout_ref.actor.ppo_epochs must be a whole number ≥ 1, got 0"),
+    (["actor_rollout_ref.actor.clip_ratio_c=1.0"], {}, "actor_rollout_ref.actor.clip_ratio_c must be a number > 1, got 1.0"),
+    (["actor_rollout_ref.actor.clip_ratio=-0.2"], {}, "actor_rollout_ref.actor.clip_ratio must be a number ≥ 0, got -0.2"),
+    (["algorithm.norm_adv_by_std_in_grpo='false'"], {},
+     "algorithm.norm_adv_by_std_in_grpo must be true or false, got 'false' (write it unquoted"),
+    (["actor_rollout_ref.actor.use_dynamic_bsz='yes'"], {}, "actor_rollout_ref.actor.use_dynamic_bsz must be true or false, got 'yes'"),
+    (["actor_rollout_ref.actor.ppo_max_token_len_per_gpu=100"], {}, "is below the longest sequence"),
+    (["actor_rollout_ref.actor.policy_loss.lam=2"], {}, "actor_rollout_ref.actor.policy_loss.lam must be a number in [0, 1], got 2"),
+    (["+actor_rollout_ref.actor.policy_loss.trace_anchor=bogus"], {},
+     "actor_rollout_ref.actor.policy_loss.trace_anchor must be one of ['token', 'end'], got 'bogus'"),
+    (["+algorithm.grpo_lambda.lam=0.9"], {}, "algorithm.grpo_lambda.lam is a loss setting"),
+    (["algorithm.adv_estimator=grpo"], {}, "actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda needs algorithm.adv_estimator=grpo_lambda"),
+    (["reward.custom_reward_function.path=pkg://no_such_package.reward"], {}, "no module no_such_package.reward"),
+    (["model_engine=megatron", "actor_rollout_ref.actor.megatron.tensor_model_parallel_size=3"], {},
+     "8 GPUs is not a multiple of Megatron's TP x PP x CP = 3 x 1 x 1"),
+    ([], {"GRPO_LAMBDA_TRACE_NORM": "max"},
+     "actor_rollout_ref.actor.policy_loss.trace_norm (from GRPO_LAMBDA_TRACE_NORM) must be one of ['none', 'sum'], got 'max'"),
+    ([], {"GRPO_LAMBDA_GAMMA": "high"}, "actor_rollout_ref.actor.policy_loss.gamma (from GRPO_LAMBDA_GAMMA) expects a number, got 'high'"),
+    ([], {DRY_RUN_ENV: "maybe"}, "VERL_LAMBDA_DRY_RUN must be one of 1/true/yes/on or 0/false/no/off, got 'maybe'"),
+    (["--save-config", "/proc/no/such/dir/config.yaml"], {}, "--save-config /proc/no/such/dir/config.yaml: cannot write it"),
+    (["--config-name"], {}, "--config-name needs a value"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv, env, message", BAD_COMMAND_LINES, ids=[m[:50] for _, _, m in BAD_COMMAND_LINES])
+def test_every_bad_command_line_is_one_line_and_exit_2(capsys, monkeypatch, argv, env, message):
+    assert len(BAD_COMMAND_LINES) >= 20
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    dry = [] if DRY_RUN_ENV in env else ["--dry-run"]
+    rc, out, err = launch(capsys, *dry, *GRPO_LAMBDA, *RUN, *argv)
+    assert rc == 2, out + err
+    assert err.count("\n") == 1 and err.startswith("verl_lambda.main_ppo: error: "), err
+    assert "Traceback" not in out + err
+    assert message in err
+
+
+def test_the_math_reward_without_math_verify_is_refused_before_ray(capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "math_verify" else real(name, *a))
+    rc, _, err = launch(capsys, "--dry-run", *GRPO_LAMBDA, *RUN, "reward.custom_reward_function.path=pkg://verl_lambda.math_reward",
+                        "reward.custom_reward_function.name=compute_score")  # fmt: skip
+    assert rc == 2
+    assert "scores answers with math-verify, which is not installed here: pip install 'verl-lambda[math]'" in err
+
+
+def test_an_unexpected_error_in_the_checks_is_still_one_line(capsys, monkeypatch):
+    import verl_lambda.launch as launch_package
+
+    def broken(*args, **kwargs):
+        raise KeyError("something verl renamed")
+
+    monkeypatch.setattr(launch_package, "check_launch", broken)
+    rc, out, err = launch(capsys, "--dry-run", *GRPO_LAMBDA, *RUN)
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "KeyError" in err and "something verl renamed" in err

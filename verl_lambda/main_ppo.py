@@ -190,28 +190,19 @@ def _main(argv: Sequence[str]) -> int:
     # verl's accelerator probe warns about a missing GPU on CPU-only machines and head nodes.
     logging.getLogger("verl.plugin.platform.platform_manager").addFilter(lambda record: record.levelno >= logging.ERROR)
 
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-    from verl.utils.device import auto_set_device
-
-    from verl_lambda.launch import check_launch
-    from verl_lambda.launch.grpo_lambda import registration_override, setting_overrides
     from verl_lambda.launch.summary import summary_lines
 
     try:
-        cfg = compose_config(args)
-        _add_override(args, cfg, registration_override(cfg))  # the merged worker modules
-        auto_set_device(cfg)
-        report = check_launch(cfg, dry_run=dry_run)
-        for override in setting_overrides(report.grpo_lambda) if report.grpo_lambda else []:
-            _add_override(args, cfg, override)  # every GRPO-λ setting stated in the config verl gets
-        verl_check = _run_verl_validate(cfg)
-    except (HydraException, OmegaConfBaseException) as err:  # unknown keys, bad override syntax, ...
-        raise LaunchError(one_line(err)) from None
+        cfg, report, verl_check = _compose_and_check(args, dry_run)
+        lines = summary_lines(cfg, report.shape, report.grpo_lambda, report.warnings)
+    except LaunchError:
+        raise
+    except Exception as err:  # a check that met a config it did not expect: still one line, never a traceback
+        raise LaunchError(f"could not check the config ({type(err).__name__}: {one_line(err)})") from None
 
     config_name = args.config_name + ("" if args.config_dir is None else f" (+ {args.config_dir})")
     print(f"[{PROG}] config {config_name}, {len(args.overrides)} overrides")
-    for line in summary_lines(cfg, report.shape, report.grpo_lambda, report.warnings):
+    for line in lines:
         print(f"[{PROG}] {line}")
     print(f"[{PROG}] verl validate_config: {verl_check}")
     if args.save_config:
@@ -220,6 +211,28 @@ def _main(argv: Sequence[str]) -> int:
         print(f"[{PROG}] dry run: config composed and checked, Ray not started")
         return 0
     return _delegate(args)
+
+
+def _compose_and_check(args: LaunchArgs, dry_run: bool):
+    """Compose the config, add the worker modules and every GRPO-λ setting, run all checks."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+    from verl.utils.device import auto_set_device
+
+    from verl_lambda import launch
+    from verl_lambda.launch.grpo_lambda import registration_override, setting_overrides
+
+    try:
+        cfg = compose_config(args)
+        _add_override(args, cfg, registration_override(cfg))  # the merged worker modules
+        auto_set_device(cfg)
+        report = launch.check_launch(cfg, dry_run=dry_run)
+        for override in setting_overrides(report.grpo_lambda) if report.grpo_lambda else []:
+            _add_override(args, cfg, override)  # every GRPO-λ setting stated in the config verl gets
+        verl_check = _run_verl_validate(cfg)
+    except (HydraException, OmegaConfBaseException) as err:  # unknown keys, bad override syntax, ...
+        raise LaunchError(one_line(err)) from None
+    return cfg, report, verl_check
 
 
 def _delegate(args: LaunchArgs) -> int:
