@@ -114,3 +114,4 @@ def run_script() -> Callable[..., subprocess.CompletedProcess]:
             p.unlink() if not p.is_dir() else p.rmdir()
         workdir.rmdir()
 
+

@@ -28,6 +28,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from ray_wait import ray_result
 
 pytest.importorskip("openrlhf", reason="install openrlhf==0.11.2 --no-deps (see docs/openrlhf.md)")
 pytest.importorskip("deepspeed", reason="install deepspeed (see docs/openrlhf.md)")
@@ -703,7 +704,7 @@ def test_setup_hook_patches_openrlhf_inside_a_ray_actor(ray_with_hook):
 
     probe = Probe.remote()
     try:
-        report = ray.get(probe.report.remote(), timeout=180)
+        report = ray_result(ray, probe.report.remote(), "a Ray actor whose setup hook patches OpenRLHF")
     finally:
         ray.kill(probe)
     assert report["before"] == {

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import verl
+from ray_wait import ray_result
 from hydra import compose, initialize_config_dir
 from verl.trainer.ppo import core_algos
 
@@ -100,7 +101,7 @@ def test_registration_is_visible_inside_ray_actors(ray_local):
     seen = {}
     for route, env in routes.items():
         actor = probe.options(runtime_env={"env_vars": env}).remote()
-        seen[route] = ray.get(actor.names.remote(), timeout=120)
+        seen[route] = ray_result(ray, actor.names.remote(), f"a Ray actor started with the {route} route")
         ray.kill(actor)
     assert seen["entry point"] == ("auto", True, True)
     assert seen["environment variable"] == ("none", True, True)
