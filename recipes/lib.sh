@@ -128,7 +128,7 @@ launch_recipe() {
         )
     else
         ENGINE_ARGS=(
-            model_engine=megatron
+            --config-name=ppo_megatron_trainer  # the form every supported verl has (0.7.x: no model_engine)
             actor_rollout_ref.actor.megatron.tensor_model_parallel_size=$TP
             actor_rollout_ref.actor.megatron.pipeline_model_parallel_size=$PP
             actor_rollout_ref.actor.megatron.context_parallel_size=$CP

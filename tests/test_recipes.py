@@ -312,7 +312,7 @@ def test_multinode_recipe_submits_a_ray_job_with_the_runtime_env(run_script, tmp
     assert "--address=http://127.0.0.1:8265" in args
     entry = args[args.index("--") + 1:]
     assert entry[:3] == ["python3", "-m", "verl_lambda.main_ppo"]
-    assert "trainer.nnodes=2" in entry and "model_engine=megatron" in entry
+    assert "trainer.nnodes=2" in entry and "--config-name=ppo_megatron_trainer" in entry
     assert "actor_rollout_ref.actor.megatron.context_parallel_size=2" in entry
     assert entry[-1] == "trainer.save_freq=10"
 

@@ -23,7 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from verl.workers.config.actor import PolicyLossConfig
+from verl_lambda.verl_version import check_verl_version
+
+check_verl_version()  # one line naming the supported range, before anything is imported from verl
+
+from verl.workers.config.actor import PolicyLossConfig  # noqa: E402
 
 from verl_lambda.core.settings import ESTIMATOR, LOSS, GRPOLambdaSettings, SettingError, add_setting_fields, setting_fields
 

@@ -179,6 +179,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Sequence[str]) -> int:
+    from verl_lambda.verl_version import UnsupportedVerl, check_verl_version
+
+    try:
+        check_verl_version()
+    except UnsupportedVerl as err:
+        raise LaunchError(str(err)) from None
     args = parse_args(argv)
     dry_run = args.dry_run or env_flag(DRY_RUN_ENV)
     if args.hydra_flags:

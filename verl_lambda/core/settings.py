@@ -144,7 +144,7 @@ class GRPOLambdaSettings:
     )  # fmt: skip
     adv_clamp: Optional[float] = setting(
         -0.1, Number(high=0.0, optional=True), ESTIMATOR,
-        "negative-advantage clamp c: the TD error is max(Â, c); none switches it off",
+        "negative-advantage clamp c: the TD error is max(Â, c); null (none in a flag) switches it off",
         "paper",
     )  # fmt: skip
     trace_anchor: str = setting(

@@ -1,0 +1,75 @@
+"""Write the GRPO-λ settings tables of the documentation from :mod:`verl_lambda.core.settings`.
+
+    python docs/settings_tables.py           # rewrite the tables in place
+    python docs/settings_tables.py --check   # exit 1 (and name the file) when a table is out of date
+
+A table lives between ``<!-- settings-table: KIND -->`` and ``<!-- /settings-table -->`` in a
+Markdown file; KIND is ``verl`` (config keys) or ``openrlhf`` (flags and environment variables).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from verl_lambda.config import config_key
+from verl_lambda.core.settings import GRPOLambdaSettings, env_var, setting_fields
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = ["README.md", "docs/grpo_lambda.md", "docs/openrlhf.md"]
+BLOCK = re.compile(r"(<!-- settings-table: (\w+) -->\n)(.*?)(<!-- /settings-table -->)", re.S)
+
+
+def _default(value, none_word: str) -> str:
+    return none_word if value is None else f"`{value}`"
+
+
+def table(kind: str) -> str:
+    """The Markdown table of every setting for ``kind`` (``verl`` or ``openrlhf``)."""
+    defaults = GRPOLambdaSettings()
+    if kind == "verl":
+        rows = ["| key | default | allowed | meaning | source |", "| --- | --- | --- | --- | --- |"]
+        for f in setting_fields():
+            allowed = f.metadata["allowed"].describe("null")
+            rows.append(
+                f"| `{config_key(f.name)}` | {_default(getattr(defaults, f.name), '`null`')} | {allowed} | "
+                f"{f.metadata['help']} | {f.metadata['source']} |"
+            )
+    elif kind == "openrlhf":
+        rows = ["| flag | environment variable | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
+        for f in setting_fields():
+            allowed = f.metadata["allowed"].describe("none")
+            rows.append(
+                f"| `--lambda.{f.name}` | `{env_var(f.name)}` | {_default(getattr(defaults, f.name), '`none`')} | "
+                f"{allowed} | {f.metadata['help']} |"
+            )
+    else:
+        raise ValueError(f"unknown settings table {kind!r}")
+    return "\n".join(rows) + "\n"
+
+
+def render(text: str) -> str:
+    """``text`` with every settings table replaced by the current one."""
+    return BLOCK.sub(lambda m: m.group(1) + table(m.group(2)) + m.group(4), text)
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    for name in FILES:
+        path = ROOT / name
+        text = path.read_text(encoding="utf-8")
+        new = render(text)
+        if new != text:
+            stale.append(name)
+            if not check:
+                path.write_text(new, encoding="utf-8")
+    if check and stale:
+        print(f"settings tables out of date in {', '.join(stale)}: run python docs/settings_tables.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,58 @@
+"""Which verl this package supports: the range declared in its own metadata (pyproject.toml).
+
+:func:`check_verl_version` is called before the verl glue imports anything from verl, so an
+unsupported verl is one clear line naming the supported range, never a half-working registration.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Optional
+
+__all__ = ["UnsupportedVerl", "supported_verl", "check_verl_version"]
+
+DISTRIBUTION = "verl-lambda"
+
+
+class UnsupportedVerl(ImportError):
+    """The installed verl is outside the range this package supports."""
+
+
+def supported_verl() -> Optional[str]:
+    """The verl version range of this distribution's requirements (None when it is not installed)."""
+    from packaging.requirements import Requirement
+
+    try:
+        requirements = importlib.metadata.requires(DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for text in requirements:
+        requirement = Requirement(text)
+        if requirement.name == "verl" and requirement.marker is None:  # lower bound first: >=0.7.1,<0.10
+            return ",".join(str(s) for s in sorted(requirement.specifier, key=lambda s: not s.operator.startswith(">")))
+    return None
+
+
+def check_verl_version(version: Optional[str] = None) -> Optional[str]:
+    """Return the installed verl version (or ``version``); raise :class:`UnsupportedVerl` outside the range."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    if version is None:
+        try:
+            version = importlib.metadata.version("verl")
+        except importlib.metadata.PackageNotFoundError:
+            raise UnsupportedVerl("verl is not installed: pip install verl (verl-lambda needs it)") from None
+    supported = supported_verl()
+    if supported is None:
+        return version
+    try:
+        ok = Version(version) in SpecifierSet(supported)
+    except InvalidVersion:
+        ok = False
+    if not ok:
+        raise UnsupportedVerl(
+            f"verl-lambda supports verl{supported}; found verl {version}: install a supported verl "
+            f"(pip install 'verl{supported}')"
+        )
+    return version
