@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from verl_lambda.config import config_key
+from verl_lambda.config_keys import config_key
 from verl_lambda.core.settings import GRPOLambdaSettings, env_var, setting_fields
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 import verl_lambda.main_ppo as launcher
-from verl_lambda.config import TARGET
+from verl_lambda.config_keys import TARGET
 from verl_lambda.cli import DRY_RUN_ENV, LaunchError
 from verl_lambda.launch import check_launch
 from verl_lambda.launch.grpo_lambda import REGISTRATION_KEY, registration_override, worker_modules
@@ -438,3 +438,15 @@ def test_an_unexpected_error_in_the_checks_is_still_one_line(capsys, monkeypatch
     rc, out, err = launch(capsys, "--dry-run", *GRPO_LAMBDA, *RUN)
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "KeyError" in err and "something verl renamed" in err
+
+
+def test_a_driver_that_lists_the_plugin_in_verl_use_external_modules_launches(tmp_path):
+    """``import verl`` inside the launcher imports verl_lambda.register itself: no import cycle."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "VERL_USE_EXTERNAL_MODULES": "verl_lambda.register", DRY_RUN_ENV: "1"}
+    command = [sys.executable, "-m", "verl_lambda.main_ppo", *GRPO_LAMBDA, *RUN]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "dry run: config composed and checked, Ray not started" in done.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from verl_lambda.config import TARGET, config_key
+from verl_lambda.config_keys import TARGET, config_key
 from verl_lambda.core.settings import setting_fields
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

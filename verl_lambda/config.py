@@ -29,32 +29,17 @@ check_verl_version()  # one line naming the supported range, before anything is 
 
 from verl.workers.config.actor import PolicyLossConfig  # noqa: E402
 
-from verl_lambda.core.settings import ESTIMATOR, LOSS, GRPOLambdaSettings, SettingError, add_setting_fields, setting_fields
+from verl_lambda.config_keys import ESTIMATOR_CONFIG_PATH, LOSS_CONFIG_PATH, LOSS_NAME, TARGET, config_key  # noqa: E402
+from verl_lambda.core.settings import (  # noqa: E402
+    ESTIMATOR,
+    LOSS,
+    GRPOLambdaSettings,
+    SettingError,
+    add_setting_fields,
+    setting_fields,
+)
 
-__all__ = [
-    "LOSS_NAME",
-    "ESTIMATOR_NAME",
-    "LOSS_CONFIG_PATH",
-    "ESTIMATOR_CONFIG_PATH",
-    "TARGET",
-    "config_key",
-    "GRPOLambdaLossConfig",
-    "estimator_settings",
-    "norm_adv_by_std",
-]
-
-LOSS_NAME = "grpo_lambda"
-ESTIMATOR_NAME = "grpo_lambda"
-LOSS_CONFIG_PATH = "actor_rollout_ref.actor.policy_loss"
-ESTIMATOR_CONFIG_PATH = "algorithm.grpo_lambda"
-TARGET = "verl_lambda.config.GRPOLambdaLossConfig"
-_CONFIG_PATHS = {LOSS: LOSS_CONFIG_PATH, ESTIMATOR: ESTIMATOR_CONFIG_PATH}
-
-
-def config_key(name: str) -> str:
-    """The full verl config key of a GRPO-λ setting, e.g. ``actor_rollout_ref.actor.policy_loss.lam``."""
-    (f,) = [f for f in setting_fields() if f.name == name]
-    return f"{_CONFIG_PATHS[f.metadata['applies_to']]}.{name}"
+__all__ = ["GRPOLambdaLossConfig", "estimator_settings", "norm_adv_by_std"]
 
 
 def _settings(values: Mapping[str, Any], none_word: str = "null") -> GRPOLambdaSettings:

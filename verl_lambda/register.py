@@ -19,15 +19,7 @@ import torch
 from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.core_algos import agg_loss
 
-from verl_lambda.config import (
-    ESTIMATOR_NAME,
-    LOSS_CONFIG_PATH,
-    LOSS_NAME,
-    TARGET,
-    GRPOLambdaLossConfig,
-    estimator_settings,
-    norm_adv_by_std,
-)
+from verl_lambda.config_keys import ESTIMATOR_NAME, LOSS_CONFIG_PATH, LOSS_NAME, TARGET
 from verl_lambda.core.advantage import group_advantages
 from verl_lambda.core.objective import token_losses
 
@@ -59,6 +51,8 @@ def compute_grpo_lambda_outcome_advantage(
     Returns:
         ``(advantages, returns)``, both ``[bs, T]`` and equal.
     """
+    from verl_lambda.config import estimator_settings, norm_adv_by_std  # imports verl: not at import time
+
     settings = estimator_settings(config)
     norm_by_std = norm_adv_by_std(config)
     if index is None:
@@ -96,6 +90,8 @@ def compute_policy_loss_grpo_lambda(
     ``config`` is verl's ``ActorConfig``; its ``policy_loss`` must be a :class:`GRPOLambdaLossConfig`.
     Reduction goes through verl's ``agg_loss(..., **config.global_batch_info)``.
     """
+    from verl_lambda.config import GRPOLambdaLossConfig  # imports verl: not at import time
+
     policy_loss = None if config is None else config.get("policy_loss", None)
     if not isinstance(policy_loss, GRPOLambdaLossConfig):
         got = "no config" if config is None else type(policy_loss).__name__

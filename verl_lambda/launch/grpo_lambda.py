@@ -21,16 +21,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from verl_lambda.cli import LaunchError, one_line
-from verl_lambda.config import (
-    ESTIMATOR_CONFIG_PATH,
-    config_key,
-    ESTIMATOR_NAME,
-    LOSS_CONFIG_PATH,
-    LOSS_NAME,
-    TARGET,
-    estimator_settings,
-    norm_adv_by_std,
-)
+from verl_lambda.config import estimator_settings, norm_adv_by_std
+from verl_lambda.config_keys import ESTIMATOR_CONFIG_PATH, ESTIMATOR_NAME, LOSS_CONFIG_PATH, LOSS_NAME, TARGET, config_key
 from verl_lambda.core.settings import ENV_PREFIX, ESTIMATOR, LOSS, GRPOLambdaSettings, env_var, setting_fields
 
 __all__ = [

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from verl_lambda.config import ESTIMATOR_NAME, LOSS_CONFIG_PATH, config_key
+from verl_lambda.config_keys import ESTIMATOR_NAME, LOSS_CONFIG_PATH, config_key
 from verl_lambda.core.settings import setting_fields
 from verl_lambda.launch.grpo_lambda import REGISTRATION_KEY, GRPOLambdaRun
 from verl_lambda.launch.preflight import RunShape
