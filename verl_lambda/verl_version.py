@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Optional
 
-__all__ = ["UnsupportedVerl", "supported_verl", "check_verl_version"]
+__all__ = ["UnsupportedVerl", "supported_verl", "installed_verl", "check_verl_version"]
 
 DISTRIBUTION = "verl-lambda"
 
@@ -33,17 +33,24 @@ def supported_verl() -> Optional[str]:
     return None
 
 
-def check_verl_version(version: Optional[str] = None) -> Optional[str]:
-    """Return the installed verl version (or ``version``); raise :class:`UnsupportedVerl` outside the range."""
+def installed_verl() -> str:
+    """The installed verl's version; :class:`UnsupportedVerl` when there is none."""
+    try:
+        return importlib.metadata.version("verl")
+    except importlib.metadata.PackageNotFoundError:
+        raise UnsupportedVerl("verl is not installed: pip install verl (verl-lambda needs it)") from None
+
+
+def check_verl_version(
+    version: Optional[str] = None, supported: Optional[str] = None, who: str = DISTRIBUTION
+) -> Optional[str]:
+    """Return the installed verl version (or ``version``); raise :class:`UnsupportedVerl` (one line)
+    outside ``supported`` (default: this distribution's declared range). ``who`` names what refuses."""
     from packaging.specifiers import SpecifierSet
     from packaging.version import InvalidVersion, Version
 
-    if version is None:
-        try:
-            version = importlib.metadata.version("verl")
-        except importlib.metadata.PackageNotFoundError:
-            raise UnsupportedVerl("verl is not installed: pip install verl (verl-lambda needs it)") from None
-    supported = supported_verl()
+    version = installed_verl() if version is None else version
+    supported = supported_verl() if supported is None else supported
     if supported is None:
         return version
     try:
@@ -52,7 +59,7 @@ def check_verl_version(version: Optional[str] = None) -> Optional[str]:
         ok = False
     if not ok:
         raise UnsupportedVerl(
-            f"verl-lambda supports verl{supported}; found verl {version}: install a supported verl "
+            f"{who} supports verl{supported}; found verl {version}: install a supported verl "
             f"(pip install 'verl{supported}')"
         )
     return version
