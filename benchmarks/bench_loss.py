@@ -201,8 +201,9 @@ def bench_estimator(rows, length, device):
     last = (mask.sum(-1) - 1).long()
     rewards[torch.arange(rows), last] = torch.randint(0, 2, (rows,), generator=g).float()
     uids = np.array([f"p{i // 8}" for i in range(rows)], dtype=object)
-    data = DataProto.from_dict(tensors={"token_level_rewards": rewards.to(device), "response_mask": mask.to(device)},
-                               non_tensors={"uid": uids})
+    data = DataProto.from_dict(
+        tensors={"token_level_rewards": rewards.to(device), "response_mask": mask.to(device)}, non_tensors={"uid": uids}
+    )
     from omegaconf import OmegaConf
 
     algo = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "grpo_lambda": {"adv_clamp": -0.1}})
@@ -263,7 +264,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="timed repetitions per method (median)")
     parser.add_argument("--quick", action="store_true", help="64 × 8k, float32 only, no estimator run")
     parser.add_argument(
-        "--authors-setting", action="store_true", help="only the authors' 3072-token setting: 32 × 3072 (their micro-batch)"
+        "--authors-setting",
+        action="store_true",
+        help="only the authors' 3072-token setting: 32 × 3072 (their micro-batch)",
     )
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
@@ -281,7 +284,9 @@ def main():
             for length in args.lengths:
                 inputs = make_inputs(batch, length, dtype, device)
                 methods = [("vanilla", "vanilla", PolicyLossConfig(loss_mode="vanilla"), contextlib.nullcontext)]
-                methods += [(s, "grpo_lambda", GRPOLambdaLossConfig(**STYLES[s]), contextlib.nullcontext) for s in args.styles]
+                methods += [
+                    (s, "grpo_lambda", GRPOLambdaLossConfig(**STYLES[s]), contextlib.nullcontext) for s in args.styles
+                ]
                 if length * length * 4 / 2**30 <= args.naive_max_gib:
                     methods.append(("naive-LxL", "grpo_lambda", GRPOLambdaLossConfig(trace="recent"), naive_trace))
                 authors_gib = batch * length * length * 4 / 2**30
@@ -293,8 +298,16 @@ def main():
                 measured = measure(methods, inputs, device, rounds=args.rounds)
                 base_t, base_m = measured["vanilla"]
                 for method, (t, m) in measured.items():
-                    r = dict(batch=batch, length=length, dtype=dtype_name, method=method, time_s=t, peak_bytes=m,
-                             time_ratio=t / base_t, mem_ratio=m / max(base_m, 1))
+                    r = dict(
+                        batch=batch,
+                        length=length,
+                        dtype=dtype_name,
+                        method=method,
+                        time_s=t,
+                        peak_bytes=m,
+                        time_ratio=t / base_t,
+                        mem_ratio=m / max(base_m, 1),
+                    )
                     results.append(r)
                     print(
                         f"{batch:>3} {length:>6} {dtype_name:>8} {method:>13} {t * 1e3:>9.1f} "
@@ -302,21 +315,33 @@ def main():
                         flush=True,
                     )
                 if length * length * 4 / 2**30 > args.naive_max_gib:
-                    print(f"{batch:>3} {length:>6} {dtype_name:>8} {'naive-LxL':>13}   skipped: W alone is "
-                          f"{length * length * 4 / 2**30:.1f} GiB per call", flush=True)
+                    print(
+                        f"{batch:>3} {length:>6} {dtype_name:>8} {'naive-LxL':>13}   skipped: W alone is "
+                        f"{length * length * 4 / 2**30:.1f} GiB per call",
+                        flush=True,
+                    )
                 if authors_gib > args.authors_max_gib:
-                    print(f"{batch:>3} {length:>6} {dtype_name:>8} {'authors-BxLxL':>13}   skipped: W alone is "
-                          f"{authors_gib:.1f} GiB per call", flush=True)
+                    print(
+                        f"{batch:>3} {length:>6} {dtype_name:>8} {'authors-BxLxL':>13}   skipped: W alone is "
+                        f"{authors_gib:.1f} GiB per call",
+                        flush=True,
+                    )
                 del inputs
 
     estimator = None
     if args.estimator_rows:
         est = bench_estimator(args.estimator_rows, args.estimator_length, device)
-        estimator = dict(rows=args.estimator_rows, length=args.estimator_length, seconds=est,
-                         ratio=est["grpo_lambda"] / est["grpo_vectorized"])
-        print(f"estimator {args.estimator_rows} × {args.estimator_length}: grpo_vectorized "
-              f"{est['grpo_vectorized'] * 1e3:.0f} ms, grpo_lambda {est['grpo_lambda'] * 1e3:.0f} ms, "
-              f"ratio {estimator['ratio']:.2f}")
+        estimator = dict(
+            rows=args.estimator_rows,
+            length=args.estimator_length,
+            seconds=est,
+            ratio=est["grpo_lambda"] / est["grpo_vectorized"],
+        )
+        print(
+            f"estimator {args.estimator_rows} × {args.estimator_length}: grpo_vectorized "
+            f"{est['grpo_vectorized'] * 1e3:.0f} ms, grpo_lambda {est['grpo_lambda'] * 1e3:.0f} ms, "
+            f"ratio {estimator['ratio']:.2f}"
+        )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

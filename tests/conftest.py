@@ -15,8 +15,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import pytest
 
@@ -25,7 +25,7 @@ RECIPES = REPO / "recipes"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SOCKET_ENV = "VERL_LAMBDA_TEST_LAUNCHER_SOCKET"
 
-_SHIM = '''#!{python} -S
+_SHIM = """#!{python} -S
 import json, os, socket, sys
 
 args = sys.argv[1:]
@@ -45,15 +45,15 @@ if path and args[:2] == ["-m", "verl_lambda.main_ppo"]:
     code = int(reply.strip() or b"1")
     sys.exit(code if code >= 0 else 1)
 os.execv({python!r}, [{python!r}, *args])
-'''
+"""
 
 
 class ScriptRunner:
-    def __init__(self, shim_dir: Optional[Path], socket_path: Optional[str]):
+    def __init__(self, shim_dir: Path | None, socket_path: str | None):
         self.shim_dir = shim_dir
         self.socket_path = socket_path
 
-    def env(self, extra: Optional[dict] = None, path_prefix: Optional[Path] = None) -> dict:
+    def env(self, extra: dict | None = None, path_prefix: Path | None = None) -> dict:
         env = dict(os.environ)
         env.pop("VERL_LAMBDA_DRY_RUN", None)
         dirs = [str(p) for p in (path_prefix, self.shim_dir) if p is not None]
@@ -67,8 +67,8 @@ class ScriptRunner:
         self,
         script: str,
         *args: str,
-        env: Optional[dict] = None,
-        path_prefix: Optional[Path] = None,
+        env: dict | None = None,
+        path_prefix: Path | None = None,
         timeout: float = 180,
     ) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -113,5 +113,3 @@ def run_script() -> Callable[..., subprocess.CompletedProcess]:
         for p in sorted(workdir.rglob("*"), reverse=True):
             p.unlink() if not p.is_dir() else p.rmdir()
         workdir.rmdir()
-
-

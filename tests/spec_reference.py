@@ -186,4 +186,3 @@ def random_mask(generator, batch: int, length: int, interior_zeros: bool = True,
         start = torch.randint(0, max(1, length // 3), (batch,), generator=generator)
         mask &= torch.arange(length)[None, :] >= start[:, None]
     return mask
-

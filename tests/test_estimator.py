@@ -100,7 +100,10 @@ def test_accepts_future_keyword_arguments_and_an_algo_config_without_grpo_lambda
     [
         ({"adv_clamp": 0.5}, r"adv_clamp must be a number ≤ 0 or null"),
         ({"adv_clamp": "low"}, r"adv_clamp must be"),
-        ({"lam": 0.9}, r"algorithm\.grpo_lambda\.lam is a loss setting: set \+actor_rollout_ref\.actor\.policy_loss\.lam"),
+        (
+            {"lam": 0.9},
+            r"algorithm\.grpo_lambda\.lam is a loss setting: set \+actor_rollout_ref\.actor\.policy_loss\.lam",
+        ),
         ({"clamp": -0.1}, r"algorithm\.grpo_lambda\.clamp is not a GRPO-λ estimator setting; allowed: \['adv_clamp'\]"),
     ],
 )
@@ -153,7 +156,9 @@ def test_groups_are_the_exact_uid_values(uids, groups):
 @pytest.mark.parametrize("bad", [float("nan"), None])
 def test_a_missing_uid_value_is_one_clear_error(bad):
     rewards, mask = torch.zeros(3, 2), torch.ones(3, 2)
-    with pytest.raises(ValueError, match=r"^the group id \(uid\) of row 1 is (nan|None): every response needs a real group id$"):
+    with pytest.raises(
+        ValueError, match=r"^the group id \(uid\) of row 1 is (nan|None): every response needs a real group id$"
+    ):
         run(rewards, mask, np.array(["a", bad, "a"], dtype=object), algorithm())
 
 

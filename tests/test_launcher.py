@@ -10,8 +10,8 @@ import yaml
 from omegaconf import OmegaConf
 
 import verl_lambda.main_ppo as launcher
-from verl_lambda.config_keys import TARGET
 from verl_lambda.cli import DRY_RUN_ENV, LaunchError
+from verl_lambda.config_keys import TARGET
 from verl_lambda.launch import check_launch
 from verl_lambda.launch.grpo_lambda import REGISTRATION_KEY, registration_override, worker_modules
 from verl_lambda.launch.summary import summary_lines
@@ -157,15 +157,33 @@ def variant(base, **changes):
 
 
 PL = "actor_rollout_ref__actor__policy_loss__"
-BASELINE = {"algorithm__adv_estimator": "grpo", PL + "loss_mode": "vanilla", PL + "_target_": "verl.workers.config.PolicyLossConfig"}
+BASELINE = {
+    "algorithm__adv_estimator": "grpo",
+    PL + "loss_mode": "vanilla",
+    PL + "_target_": "verl.workers.config.PolicyLossConfig",
+}
 BAD = [
-    ({"algorithm__adv_estimator": "grpo_lambda", **{k: v for k, v in BASELINE.items() if k != "algorithm__adv_estimator"}},
-     "algorithm.adv_estimator=grpo_lambda needs the GRPO-λ loss, got actor_rollout_ref.actor.policy_loss.loss_mode='vanilla'"),
-    ({"algorithm__adv_estimator": "grpo"},
-     "actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda needs algorithm.adv_estimator=grpo_lambda, got 'grpo'"),
-    ({PL + "_target_": "verl.workers.config.PolicyLossConfig"},
-     f"needs its config class: set actor_rollout_ref.actor.policy_loss._target_={TARGET}"),
-    ({"algorithm__rollout_correction__bypass_mode": True}, "algorithm.rollout_correction.bypass_mode=true cannot run GRPO-λ"),
+    (
+        {
+            "algorithm__adv_estimator": "grpo_lambda",
+            **{k: v for k, v in BASELINE.items() if k != "algorithm__adv_estimator"},
+        },
+        "algorithm.adv_estimator=grpo_lambda needs the GRPO-λ loss, got "
+        "actor_rollout_ref.actor.policy_loss.loss_mode='vanilla'",
+    ),
+    (
+        {"algorithm__adv_estimator": "grpo"},
+        "actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda needs algorithm.adv_estimator=grpo_lambda, "
+        "got 'grpo'",
+    ),
+    (
+        {PL + "_target_": "verl.workers.config.PolicyLossConfig"},
+        f"needs its config class: set actor_rollout_ref.actor.policy_loss._target_={TARGET}",
+    ),
+    (
+        {"algorithm__rollout_correction__bypass_mode": True},
+        "algorithm.rollout_correction.bypass_mode=true cannot run GRPO-λ",
+    ),
     ({PL + "lam": 2}, "actor_rollout_ref.actor.policy_loss.lam must be a number in [0, 1], got 2"),
     ({PL + "gamma": -1}, "actor_rollout_ref.actor.policy_loss.gamma"),
     ({PL + "trace": "sideways"}, "actor_rollout_ref.actor.policy_loss.trace"),
@@ -174,23 +192,41 @@ BAD = [
     ({"algorithm__grpo_lambda__lam": 0.9}, "algorithm.grpo_lambda.lam is a loss setting"),
     ({"actor_rollout_ref__rollout__n": 1}, "actor_rollout_ref.rollout.n=1"),
     ({**BASELINE, "algorithm__grpo_lambda__adv_clamp": -0.1}, "which ignores it"),
-    ({"actor_rollout_ref__actor__ppo_max_token_len_per_gpu": 4096},
-     "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=4096 x ulysses_sequence_parallel_size=1 is below the longest "
-     "sequence, data.max_prompt_length + data.max_response_length = 5120: raise it to at least 5120"),
+    (
+        {"actor_rollout_ref__actor__ppo_max_token_len_per_gpu": 4096},
+        "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=4096 x ulysses_sequence_parallel_size=1 is below the "
+        "longest "
+        "sequence, data.max_prompt_length + data.max_response_length = 5120: raise it to at least 5120",
+    ),
     ({"actor_rollout_ref__rollout__log_prob_max_token_len_per_gpu": 5000}, "log_prob_max_token_len_per_gpu=5000"),
-    ({"actor_rollout_ref__ref__log_prob_max_token_len_per_gpu": 5000, "actor_rollout_ref__actor__use_kl_loss": True},
-     "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=5000"),
+    (
+        {"actor_rollout_ref__ref__log_prob_max_token_len_per_gpu": 5000, "actor_rollout_ref__actor__use_kl_loss": True},
+        "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=5000",
+    ),
     ({"actor_rollout_ref__rollout__log_prob_use_dynamic_bsz": False}, "verl's actor worker needs both equal"),
     ({"actor_rollout_ref__rollout__tensor_model_parallel_size": 3}, "tensor_model_parallel_size=3"),
     ({"reward__custom_reward_function__path": "pkg://no_such_package.reward"}, "no module no_such_package.reward"),
-    ({"reward__custom_reward_function__path": "pkg://verl_lambda.math_reward", "reward__custom_reward_function__name": "score"},
-     "verl_lambda.math_reward has no such function"),
+    (
+        {
+            "reward__custom_reward_function__path": "pkg://verl_lambda.math_reward",
+            "reward__custom_reward_function__name": "score",
+        },
+        "verl_lambda.math_reward has no such function",
+    ),
     ({"reward__custom_reward_function__path": "/nonexistent/reward.py"}, "file not found"),
-    ({"engine": "megatron", "actor_rollout_ref__actor__megatron__tensor_model_parallel_size": 3},
-     "8 GPUs is not a multiple of Megatron's TP x PP x CP = 3 x 1 x 1"),
-    ({"engine": "megatron", "actor_rollout_ref__actor__megatron__tensor_model_parallel_size": 2,
-      "actor_rollout_ref__actor__megatron__pipeline_model_parallel_size": 2, "trainer__n_gpus_per_node": 6},
-     "6 GPUs is not a multiple of Megatron's TP x PP x CP = 2 x 2 x 1"),
+    (
+        {"engine": "megatron", "actor_rollout_ref__actor__megatron__tensor_model_parallel_size": 3},
+        "8 GPUs is not a multiple of Megatron's TP x PP x CP = 3 x 1 x 1",
+    ),
+    (
+        {
+            "engine": "megatron",
+            "actor_rollout_ref__actor__megatron__tensor_model_parallel_size": 2,
+            "actor_rollout_ref__actor__megatron__pipeline_model_parallel_size": 2,
+            "trainer__n_gpus_per_node": 6,
+        },
+        "6 GPUs is not a multiple of Megatron's TP x PP x CP = 2 x 2 x 1",
+    ),
 ]
 
 
@@ -212,13 +248,18 @@ def test_base_configs_pass(base_configs):
 
 
 def test_sequence_parallel_multiplies_the_token_budget():
-    base = [*RUN, "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=3000",
-            "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=3000"]
+    base = [
+        *RUN,
+        "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=3000",
+        "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=3000",
+    ]
     with pytest.raises(LaunchError):
         check_launch(compose(*base), dry_run=True)
     check_launch(compose(*base, "actor_rollout_ref.actor.ulysses_sequence_parallel_size=2"), dry_run=True)
-    check_launch(compose(*base, "model_engine=megatron", "actor_rollout_ref.actor.megatron.context_parallel_size=2"),
-                 dry_run=True)
+    check_launch(
+        compose(*base, "model_engine=megatron", "actor_rollout_ref.actor.megatron.context_parallel_size=2"),
+        dry_run=True,
+    )
 
 
 def test_missing_data_is_an_error_outside_a_dry_run(tmp_path):
@@ -278,8 +319,15 @@ def test_worker_modules_merge_the_driver_environment_and_the_command_line(driver
 
 def test_registration_is_merged_into_the_config_verl_gets(capsys, tmp_path):
     saved = tmp_path / "config.yaml"
-    rc, _, err = launch(capsys, "--dry-run", "algorithm.adv_estimator=grpo", *RUN, f"+{REGISTRATION_KEY}=my.plugin",
-                        "--save-config", str(saved))
+    rc, _, err = launch(
+        capsys,
+        "--dry-run",
+        "algorithm.adv_estimator=grpo",
+        *RUN,
+        f"+{REGISTRATION_KEY}=my.plugin",
+        "--save-config",
+        str(saved),
+    )
     assert rc == 0, err
     cfg = yaml.safe_load(saved.read_text())
     assert cfg["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["VERL_USE_EXTERNAL_MODULES"] == (
@@ -290,9 +338,15 @@ def test_registration_is_merged_into_the_config_verl_gets(capsys, tmp_path):
 def test_driver_modules_reach_the_config_verl_gets(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("VERL_USE_EXTERNAL_MODULES", "user.platform")
     saved = tmp_path / "config.yaml"
-    rc, out, err = launch(capsys, "--dry-run", "algorithm.adv_estimator=grpo", *RUN,
-                          f"+{REGISTRATION_KEY}=verl_lambda.register",
-                          "--save-config", str(saved))
+    rc, out, err = launch(
+        capsys,
+        "--dry-run",
+        "algorithm.adv_estimator=grpo",
+        *RUN,
+        f"+{REGISTRATION_KEY}=verl_lambda.register",
+        "--save-config",
+        str(saved),
+    )
     assert rc == 0, err
     cfg = yaml.safe_load(saved.read_text())
     assert cfg["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["VERL_USE_EXTERNAL_MODULES"] == (
@@ -304,11 +358,15 @@ def test_driver_modules_reach_the_config_verl_gets(capsys, tmp_path, monkeypatch
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["actor_rollout_ref.actor.policy_loss.lam=2"],
-         "Could not override 'actor_rollout_ref.actor.policy_loss.lam'. To append to your config use "
-         "+actor_rollout_ref.actor.policy_loss.lam=2"),
-        (GRPO_LAMBDA + ["actor_rollout_ref.actor.policy_loss.lam=2"],
-         "actor_rollout_ref.actor.policy_loss.lam must be a number in [0, 1], got 2"),
+        (
+            ["actor_rollout_ref.actor.policy_loss.lam=2"],
+            "Could not override 'actor_rollout_ref.actor.policy_loss.lam'. To append to your config use "
+            "+actor_rollout_ref.actor.policy_loss.lam=2",
+        ),
+        (
+            GRPO_LAMBDA + ["actor_rollout_ref.actor.policy_loss.lam=2"],
+            "actor_rollout_ref.actor.policy_loss.lam must be a number in [0, 1], got 2",
+        ),
         (["actor_rollout_ref.actor.use_dynamic_bsz=False"], "verl validate_config: [actor] Please set at least one of"),
         (["--cfg", "job"], "a dry run composes one config; drop the Hydra flag --cfg"),
         (["--save-config"], "--save-config needs a value"),
@@ -341,8 +399,11 @@ def test_real_launch_hands_the_checked_config_to_verl(capsys, monkeypatch, tmp_p
     for name in ("train", "val"):
         (tmp_path / f"{name}.parquet").write_bytes(b"")
     captured = {}
-    monkeypatch.setattr(verl_main_ppo, "run_ppo", lambda config, task_runner_class: captured.update(
-        config=config, runner=task_runner_class))
+    monkeypatch.setattr(
+        verl_main_ppo,
+        "run_ppo",
+        lambda config, task_runner_class: captured.update(config=config, runner=task_runner_class),
+    )
     monkeypatch.chdir(tmp_path)  # Hydra's run directory (outputs/...) goes here
     data = [f"data.train_files={tmp_path}/train.parquet", f"data.val_files={tmp_path}/val.parquet"]
     rc, out, err = launch(capsys, *GRPO_LAMBDA, *RUN, *data, "+actor_rollout_ref.actor.policy_loss.lam=0.9")
@@ -365,43 +426,59 @@ def test_summary_of_an_unbounded_trace():
 
 # Mistakes a user makes on the command line: each must end the launch with one line and exit 2,
 # before Ray, never with a traceback (verl would otherwise fail late on the GPUs, or run wrongly).
+A, R, PL = "actor_rollout_ref.actor.", "actor_rollout_ref.rollout.", "actor_rollout_ref.actor.policy_loss."
+WHOLE = "must be a whole number ≥ 1, got"
 BAD_COMMAND_LINES = [
-    (["actor_rollout_ref.rollout.n=abc"], {}, "actor_rollout_ref.rollout.n must be a whole number ≥ 1, got 'abc'"),
-    (["actor_rollout_ref.rollout.n=2.5"], {}, "actor_rollout_ref.rollout.n must be a whole number ≥ 1, got 2.5"),
-    (["actor_rollout_ref.rollout.n=1"], {}, "actor_rollout_ref.rollout.n=1: GRPO-λ normalises rewards"),
-    (["actor_rollout_ref.actor.ppo_mini_batch_size=0"], {}, "actor_rollout_ref.actor.ppo_mini_batch_size must be a whole number ≥ 1, got 0"),
-    (["trainer.n_gpus_per_node=abc"], {}, "trainer.n_gpus_per_node must be a whole number ≥ 1, got 'abc'"),
-    (["trainer.n_gpus_per_node=0"], {}, "trainer.n_gpus_per_node must be a whole number ≥ 1, got 0"),
-    (["trainer.nnodes=0"], {}, "trainer.nnodes must be a whole number ≥ 1, got 0"),
-    (["trainer.nnodes=1.5"], {}, "trainer.nnodes must be a whole number ≥ 1, got 1.5"),
-    (["actor_rollout_ref.actor.ulysses_sequence_parallel_size=3"], {},
-     "8 GPUs cannot be split into Ulysses groups of actor_rollout_ref.actor.ulysses_sequence_parallel_size=3"),
-    (["actor_rollout_ref.rollout.tensor_model_parallel_size=0"], {},
-     "actor_rollout_ref.rollout.tensor_model_parallel_size must be a whole number ≥ 1, got 0"),
-    (["data.max_response_length=-5"], {}, "data.max_response_length must be a whole number ≥ 1, got -5"),
-    (["data.train_batch_size=0"], {}, "data.train_batch_size must be a whole number ≥ 1, got 0"),
-    (["actor_rollout_ref.actor.ppo_epochs=0"], {}, "actor_rollout_ref.actor.ppo_epochs must be a whole number ≥ 1, got 0"),
-    (["actor_rollout_ref.actor.clip_ratio_c=1.0"], {}, "actor_rollout_ref.actor.clip_ratio_c must be a number > 1, got 1.0"),
-    (["actor_rollout_ref.actor.clip_ratio=-0.2"], {}, "actor_rollout_ref.actor.clip_ratio must be a number ≥ 0, got -0.2"),
-    (["algorithm.norm_adv_by_std_in_grpo='false'"], {},
-     "algorithm.norm_adv_by_std_in_grpo must be true or false, got 'false' (write it unquoted"),
-    (["actor_rollout_ref.actor.use_dynamic_bsz='yes'"], {}, "actor_rollout_ref.actor.use_dynamic_bsz must be true or false, got 'yes'"),
-    (["actor_rollout_ref.actor.ppo_max_token_len_per_gpu=100"], {}, "is below the longest sequence"),
-    (["actor_rollout_ref.actor.policy_loss.lam=2"], {}, "actor_rollout_ref.actor.policy_loss.lam must be a number in [0, 1], got 2"),
-    (["+actor_rollout_ref.actor.policy_loss.trace_anchor=bogus"], {},
-     "actor_rollout_ref.actor.policy_loss.trace_anchor must be one of ['token', 'end'], got 'bogus'"),
+    ([f"{R}n=abc"], {}, f"{R}n {WHOLE} 'abc'"),
+    ([f"{R}n=2.5"], {}, f"{R}n {WHOLE} 2.5"),
+    ([f"{R}n=1"], {}, f"{R}n=1: GRPO-λ normalises rewards"),
+    ([f"{A}ppo_mini_batch_size=0"], {}, f"{A}ppo_mini_batch_size {WHOLE} 0"),
+    (["trainer.n_gpus_per_node=abc"], {}, f"trainer.n_gpus_per_node {WHOLE} 'abc'"),
+    (["trainer.n_gpus_per_node=0"], {}, f"trainer.n_gpus_per_node {WHOLE} 0"),
+    (["trainer.nnodes=0"], {}, f"trainer.nnodes {WHOLE} 0"),
+    (["trainer.nnodes=1.5"], {}, f"trainer.nnodes {WHOLE} 1.5"),
+    (
+        [f"{A}ulysses_sequence_parallel_size=3"],
+        {},
+        f"8 GPUs cannot be split into Ulysses groups of {A}ulysses_sequence_parallel_size=3",
+    ),
+    ([f"{R}tensor_model_parallel_size=0"], {}, f"{R}tensor_model_parallel_size {WHOLE} 0"),
+    (["data.max_response_length=-5"], {}, f"data.max_response_length {WHOLE} -5"),
+    (["data.train_batch_size=0"], {}, f"data.train_batch_size {WHOLE} 0"),
+    ([f"{A}ppo_epochs=0"], {}, f"{A}ppo_epochs {WHOLE} 0"),
+    ([f"{A}clip_ratio_c=1.0"], {}, f"{A}clip_ratio_c must be a number > 1, got 1.0"),
+    ([f"{A}clip_ratio=-0.2"], {}, f"{A}clip_ratio must be a number ≥ 0, got -0.2"),
+    (
+        ["algorithm.norm_adv_by_std_in_grpo='false'"],
+        {},
+        "algorithm.norm_adv_by_std_in_grpo must be true or false, got 'false' (write it unquoted",
+    ),
+    ([f"{A}use_dynamic_bsz='yes'"], {}, f"{A}use_dynamic_bsz must be true or false, got 'yes'"),
+    ([f"{A}ppo_max_token_len_per_gpu=100"], {}, "is below the longest sequence"),
+    ([f"{PL}lam=2"], {}, f"{PL}lam must be a number in [0, 1], got 2"),
+    ([f"+{PL}trace_anchor=bogus"], {}, f"{PL}trace_anchor must be one of ['token', 'end'], got 'bogus'"),
     (["+algorithm.grpo_lambda.lam=0.9"], {}, "algorithm.grpo_lambda.lam is a loss setting"),
-    (["algorithm.adv_estimator=grpo"], {}, "actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda needs algorithm.adv_estimator=grpo_lambda"),
+    (["algorithm.adv_estimator=grpo"], {}, f"{PL}loss_mode=grpo_lambda needs algorithm.adv_estimator=grpo_lambda"),
     (["reward.custom_reward_function.path=pkg://no_such_package.reward"], {}, "no module no_such_package.reward"),
-    (["model_engine=megatron", "actor_rollout_ref.actor.megatron.tensor_model_parallel_size=3"], {},
-     "8 GPUs is not a multiple of Megatron's TP x PP x CP = 3 x 1 x 1"),
-    ([], {"GRPO_LAMBDA_TRACE_NORM": "max"},
-     "actor_rollout_ref.actor.policy_loss.trace_norm (from GRPO_LAMBDA_TRACE_NORM) must be one of ['none', 'sum'], got 'max'"),
-    ([], {"GRPO_LAMBDA_GAMMA": "high"}, "actor_rollout_ref.actor.policy_loss.gamma (from GRPO_LAMBDA_GAMMA) expects a number, got 'high'"),
+    (
+        ["model_engine=megatron", f"{A}megatron.tensor_model_parallel_size=3"],
+        {},
+        "8 GPUs is not a multiple of Megatron's TP x PP x CP = 3 x 1 x 1",
+    ),
+    (
+        [],
+        {"GRPO_LAMBDA_TRACE_NORM": "max"},
+        f"{PL}trace_norm (from GRPO_LAMBDA_TRACE_NORM) must be one of ['none', 'sum'], got 'max'",
+    ),
+    ([], {"GRPO_LAMBDA_GAMMA": "high"}, f"{PL}gamma (from GRPO_LAMBDA_GAMMA) expects a number, got 'high'"),
     ([], {DRY_RUN_ENV: "maybe"}, "VERL_LAMBDA_DRY_RUN must be one of 1/true/yes/on or 0/false/no/off, got 'maybe'"),
-    (["--save-config", "/proc/no/such/dir/config.yaml"], {}, "--save-config /proc/no/such/dir/config.yaml: cannot write it"),
+    (
+        ["--save-config", "/proc/no/such/dir/config.yaml"],
+        {},
+        "--save-config /proc/no/such/dir/config.yaml: cannot write it",
+    ),
     (["--config-name"], {}, "--config-name needs a value"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("argv, env, message", BAD_COMMAND_LINES, ids=[m[:50] for _, _, m in BAD_COMMAND_LINES])

@@ -114,7 +114,9 @@ def test_gradient_at_ratio_one_is_the_credit_shape(trace, eps, norm, anchor):
     old = -torch.rand(1, n, dtype=torch.float64)
     x = old.clone().requires_grad_(True)
     adv = torch.full((1, n), adv_value, dtype=torch.float64)
-    cfg = actor_config(GRPOLambdaLossConfig(lam=0.9, trace=trace, trace_epsilon=eps, trace_norm=norm, trace_anchor=anchor))
+    cfg = actor_config(
+        GRPOLambdaLossConfig(lam=0.9, trace=trace, trace_epsilon=eps, trace_norm=norm, trace_anchor=anchor)
+    )
     loss, _ = call_loss("grpo_lambda", cfg, old, x, adv, torch.ones(1, n, dtype=torch.bool), "token-sum")
     loss.backward()
     expected = -adv_value * torch.tensor(spec.credit(n, 0.9, trace, eps, norm, anchor), dtype=torch.float64)
@@ -204,7 +206,9 @@ def test_guard_fires_and_is_reported():
 def test_plain_policy_loss_config_is_refused_with_the_target_hint():
     old, new, adv, mask, _ = batch(1)
     with pytest.raises(TypeError, match=r"_target_=verl_lambda\.config\.GRPOLambdaLossConfig"):
-        call_loss("grpo_lambda", actor_config(PolicyLossConfig(loss_mode="grpo_lambda")), old, new, adv, mask, "token-mean")
+        call_loss(
+            "grpo_lambda", actor_config(PolicyLossConfig(loss_mode="grpo_lambda")), old, new, adv, mask, "token-mean"
+        )
     with pytest.raises(TypeError, match="_target_"):
         call_loss("grpo_lambda", None, old, new, adv, mask, "token-mean")
 
@@ -214,8 +218,14 @@ def test_plain_policy_loss_config_is_refused_with_the_target_hint():
     [
         (dict(lam=1.5), r"policy_loss\.lam must be a number in \[0, 1\], got 1\.5"),
         (dict(trace="bogus"), r"policy_loss\.trace must be one of \['recent', 'both', 'early'\], got 'bogus'"),
-        (dict(trace_anchor="bogus"), r"^actor_rollout_ref\.actor\.policy_loss\.trace_anchor must be one of \['token', 'end'\], got 'bogus'$"),
-        (dict(trace_application="traced"), r"policy_loss\.trace_application must be one of \['ratio', 'weight'\], got 'traced'"),
+        (
+            dict(trace_anchor="bogus"),
+            r"^actor_rollout_ref\.actor\.policy_loss\.trace_anchor must be one of \['token', 'end'\], got 'bogus'$",
+        ),
+        (
+            dict(trace_application="traced"),
+            r"policy_loss\.trace_application must be one of \['ratio', 'weight'\], got 'traced'",
+        ),
         (dict(trace_epsilon=-0.01), r"policy_loss\.trace_epsilon must be"),
         (dict(gamma=1.01), r"policy_loss\.gamma must be"),
         (dict(trace_norm="l2"), r"policy_loss\.trace_norm must be one of"),
@@ -240,7 +250,9 @@ AUTOCAST_DEVICES = [
     "cpu",
     pytest.param(
         "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: CUDA autocast not exercised"),
+        marks=pytest.mark.skipif(
+            not torch.cuda.is_available(), reason="no CUDA device here: CUDA autocast not exercised"
+        ),
     ),
 ]
 AUTOCAST_SETTINGS = [
@@ -280,8 +292,9 @@ def test_bf16_advantages_are_not_rounded(device):
     adv = torch.full((1, 4), 1.0 + 2.0**-12, device=device)  # not representable in bf16
     cfg = actor_config(GRPOLambdaLossConfig(lam=0.99))
     with torch.autocast(device, dtype=torch.bfloat16):
-        loss, _ = call_loss("grpo_lambda", cfg, old, old.clone(), adv, torch.ones(1, 4, dtype=torch.bool, device=device),
-                            "token-mean")
+        loss, _ = call_loss(
+            "grpo_lambda", cfg, old, old.clone(), adv, torch.ones(1, 4, dtype=torch.bool, device=device), "token-mean"
+        )
     assert loss.item() == -(1.0 + 2.0**-12)
 
 
@@ -337,8 +350,8 @@ def test_non_finite_values_at_masked_tokens_have_no_effect(kind):
 def test_end_anchor_equals_the_authors_grpol_formula(lam, trace, update_style):
     """trace_anchor="end", trace_epsilon=1e-7 and the clamp reproduce the authors' grpol loss (their
     per-sequence option) where the ±20 guard and the dual clip, which their code lacks, do not fire."""
-    from verl.trainer.ppo.core_algos import get_adv_estimator_fn
     from omegaconf import OmegaConf
+    from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
     g = torch.Generator().manual_seed(41)
     n_rows, length = 8, 30

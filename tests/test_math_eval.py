@@ -16,7 +16,12 @@ def test_read_scores_takes_the_last_validation_record():
     assert k == 16
     # amc23 reports acc and reward: acc wins, as in verl's val-core section
     assert scores == {
-        "aime24": 0.125, "math500": 0.75, "olympiadbench": 0.375, "minerva_math": 0.25, "amc23": 0.55, "gsm8k": 0.875,
+        "aime24": 0.125,
+        "math500": 0.75,
+        "olympiadbench": 0.375,
+        "minerva_math": 0.25,
+        "amc23": 0.55,
+        "gsm8k": 0.875,
     }
 
 
@@ -30,7 +35,9 @@ def test_table_rows_are_added_and_replaced(tmp_path):
     assert rows["base"] == ["base", "16", "12.5", "75.0", "37.5", "25.0", "55.0", "41.0"]
     # a run without all five benchmarks gets no average
     assert rows["grpo-lambda"] == ["grpo-lambda", "4", "20.0", "60.0", "", "", "", ""]
-    update_table(str(table), "base", {s: 0.1 for s in ("aime24", "math500", "olympiadbench", "minerva_math", "amc23")}, 8)
+    update_table(
+        str(table), "base", {s: 0.1 for s in ("aime24", "math500", "olympiadbench", "minerva_math", "amc23")}, 8
+    )
     rows = read_table(str(table))
     assert list(rows) == ["base", "grpo-lambda"]
     assert rows["base"][1:] == ["8", "10.0", "10.0", "10.0", "10.0", "10.0", "10.0"]
@@ -53,8 +60,10 @@ def test_cli(tmp_path, capsys):
     "records, message",
     [
         ([{"step": 1, "data": {"actor/lr": 1e-6}}], "no val-core/<benchmark>/reward/mean@<k> metrics"),
-        ([{"step": 0, "data": {"val-core/aime24/reward/mean@16": 0.1, "val-core/amc23/reward/mean@8": 0.2}}],
-         "different k: [8, 16]"),
+        (
+            [{"step": 0, "data": {"val-core/aime24/reward/mean@16": 0.1, "val-core/amc23/reward/mean@8": 0.2}}],
+            "different k: [8, 16]",
+        ),
     ],
 )
 def test_bad_metrics_files(tmp_path, capsys, records, message):

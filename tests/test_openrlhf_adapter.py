@@ -98,7 +98,11 @@ def test_openrlhf_imports_and_passes_the_compatibility_checks():
 
     version = patch.check_openrlhf()
     assert version is not None and version.startswith("0.11.")
-    assert tuple(inspect.signature(ORIGINAL_FORWARD).parameters)[-3:] == ("dp_size", "batch_num_tokens", "global_batch_size")
+    assert tuple(inspect.signature(ORIGINAL_FORWARD).parameters)[-3:] == (
+        "dp_size",
+        "batch_num_tokens",
+        "global_batch_size",
+    )
 
 
 def test_defaults_match_the_verl_configs():
@@ -118,13 +122,17 @@ def test_defaults_match_the_verl_configs():
 
 
 def test_settings_round_trip_through_environment_variables():
-    settings = GRPOLambdaSettings(lam=0.9, gamma=0.97, trace="both", trace_epsilon=0.01, trace_norm="sum", adv_clamp=None)
+    settings = GRPOLambdaSettings(
+        lam=0.9, gamma=0.97, trace="both", trace_epsilon=0.01, trace_norm="sum", adv_clamp=None
+    )
     env = patch.settings_to_env(settings)
     assert env["GRPO_LAMBDA"] == "1" and env["GRPO_LAMBDA_TRACE"] == "both" and env["GRPO_LAMBDA_ADV_CLAMP"] == "none"
     assert patch.settings_from_env(env) == settings
     assert patch.settings_from_env({}) is None
     assert patch.settings_from_env({"GRPO_LAMBDA": "0", "GRPO_LAMBDA_LAM": "0.5"}) is None
-    with pytest.raises(ValueError, match=r"^GRPO_LAMBDA_TRACE must be one of \['recent', 'both', 'early'\], got 'foo'$"):
+    with pytest.raises(
+        ValueError, match=r"^GRPO_LAMBDA_TRACE must be one of \['recent', 'both', 'early'\], got 'foo'$"
+    ):
         patch.settings_from_env({"GRPO_LAMBDA": "1", "GRPO_LAMBDA_TRACE": "foo"})
 
 
@@ -170,7 +178,9 @@ def _verl_loss(settings, old, new, adv, mask, *, agg, clip_low, clip_high, dual_
         policy_loss=GRPOLambdaLossConfig(**settings.of(LOSS)),
     )
     log_prob = new.clone().requires_grad_(True)
-    loss, metrics = compute_policy_loss_grpo_lambda(old, log_prob, adv, mask, agg, config, rollout_is_weights=is_weights)
+    loss, metrics = compute_policy_loss_grpo_lambda(
+        old, log_prob, adv, mask, agg, config, rollout_is_weights=is_weights
+    )
     (grad,) = torch.autograd.grad(loss, log_prob)
     return loss, grad, metrics
 
@@ -442,7 +452,9 @@ def test_unsupported_version_is_refused_naming_the_range():
 
 def test_changed_signature_is_refused_naming_the_range():
     class PolicyLoss010(torch.nn.Module):  # the 0.10.x forward: no global batch information
-        def __init__(self, clip_eps_low=0.2, clip_eps_high=0.2, dual_clip=None, token_level_loss=True, policy_loss_type="ppo"):
+        def __init__(
+            self, clip_eps_low=0.2, clip_eps_high=0.2, dual_clip=None, token_level_loss=True, policy_loss_type="ppo"
+        ):
             super().__init__()
 
         def forward(self, log_probs, old_log_probs, advantages, action_mask=None, rollout_log_probs=None):
@@ -611,7 +623,7 @@ _NAMING = {"--ckpt.output_dir", "--ckpt.path", "--logger.tensorboard_dir", "--lo
 
 def _without(argv: list[str], drop) -> list[str]:
     out, skip = [], False
-    for i, token in enumerate(argv):
+    for token in argv:
         if skip:
             skip = False
         elif drop(token):
@@ -649,8 +661,15 @@ def test_recipe_reward_function_scores_boxed_answers():
     spec = importlib.util.spec_from_file_location("math_reward_func", RECIPES / "math_reward_func.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    prompt = "<|im_start|>user\nWhat is 1/2 + 1/4? Put your final answer within \\boxed{}.<|im_end|>\n<|im_start|>assistant\n"
-    queries = [prompt + "1/2 + 1/4 = \\boxed{\\frac{3}{4}}<|im_end|>", prompt + "It is \\boxed{1}<|im_end|>", prompt + "no box"]
+    prompt = (
+        "<|im_start|>user\nWhat is 1/2 + 1/4? Put your final answer within \\boxed{}.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    queries = [
+        prompt + "1/2 + 1/4 = \\boxed{\\frac{3}{4}}<|im_end|>",
+        prompt + "It is \\boxed{1}<|im_end|>",
+        prompt + "no box",
+    ]
     labels = [{"style": "rule", "ground_truth": "3/4"}, {"style": "rule", "ground_truth": "3/4"}, "3/4"]
     out = module.reward_func(queries, [prompt] * 3, labels)
     assert out["rewards"].tolist() == [1.0, 0.0, 0.0] and torch.equal(out["scores"], out["rewards"])
@@ -691,7 +710,11 @@ def _probe_worker():
     import openrlhf.trainer.ppo_utils.experience_maker  # noqa: F401
 
     settings = worker_patch.active_settings()
-    return {"before": before, "after": worker_patch.patch_status(), "settings": None if settings is None else worker_patch.settings_to_env(settings)}
+    return {
+        "before": before,
+        "after": worker_patch.patch_status(),
+        "settings": None if settings is None else worker_patch.settings_to_env(settings),
+    }
 
 
 def test_setup_hook_patches_openrlhf_inside_a_ray_actor(ray_with_hook):
@@ -714,4 +737,7 @@ def test_setup_hook_patches_openrlhf_inside_a_ray_actor(ray_with_hook):
     assert report["after"] == {"PolicyLoss.forward": True, "RemoteExperienceMaker.compute_advantages_and_returns": True}
     assert report["settings"]["GRPO_LAMBDA_LAM"] == "0.9" and report["settings"]["GRPO_LAMBDA_TRACE"] == "both"
     # the hook runs in Ray's workers only: this (driver) process is untouched
-    assert patch.patch_status() == {"PolicyLoss.forward": False, "RemoteExperienceMaker.compute_advantages_and_returns": False}
+    assert patch.patch_status() == {
+        "PolicyLoss.forward": False,
+        "RemoteExperienceMaker.compute_advantages_and_returns": False,
+    }

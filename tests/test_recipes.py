@@ -69,7 +69,11 @@ TRACE_BOTH = [
     "run_llama3.1-8b-instruct_grpo_lambda_megatron.sh",
     "run_r1-distill-qwen-7b_grpo_lambda_megatron_multinode.sh",
 ]
-PAPER_SETTING = ("run_qwen2.5-7b-instruct_grpo_lambda.sh", ("data.train_batch_size=32",), {"MAX_RESPONSE_LENGTH": "768", "LAM": "0.9"})
+PAPER_SETTING = (
+    "run_qwen2.5-7b-instruct_grpo_lambda.sh",
+    ("data.train_batch_size=32",),
+    {"MAX_RESPONSE_LENGTH": "768", "LAM": "0.9"},
+)
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +91,10 @@ def dry_run(run_script, tmp_path_factory):
         script, args, env = key
         config_file = out_dir / f"{abs(hash(key))}.yaml"
         result = run_script(
-            script, *args, "--save-config", str(config_file),
+            script,
+            *args,
+            "--save-config",
+            str(config_file),
             env={"VERL_LAMBDA_DRY_RUN": "1", "DATA_DIR": data_dir, **dict(env)},
         )
         config = yaml.load(config_file.read_text(), Loader=loader) if config_file.exists() else None
@@ -233,13 +240,26 @@ def test_paper_setting_and_overrides_pass_through(dry_run):
 FAILURES = [
     ("run_qwen2.5-7b-instruct_grpo_lambda.sh", ["actor_rollout_ref.actor.policy_loss.lam=2"], {}, "policy_loss.lam"),
     ("run_qwen2.5-7b-instruct_grpo_lambda_megatron.sh", [], {"LAM": "2"}, "policy_loss.lam"),
-    ("run_llama3.1-8b-instruct_grpo_lambda_megatron_multinode.sh",
-     ["+actor_rollout_ref.actor.policy_loss.lam=2", "--dry-run"], {}, "policy_loss.lam"),
+    (
+        "run_llama3.1-8b-instruct_grpo_lambda_megatron_multinode.sh",
+        ["+actor_rollout_ref.actor.policy_loss.lam=2", "--dry-run"],
+        {},
+        "policy_loss.lam",
+    ),
     ("run_r1-distill-qwen-1.5b_grpo_lambda.sh", ["algorithm.rollout_correction.bypass_mode=true"], {}, "bypass_mode"),
-    ("run_r1-distill-qwen-7b_grpo_lambda_megatron.sh", ["algorithm.rollout_correction.bypass_mode=true"], {}, "bypass_mode"),
+    (
+        "run_r1-distill-qwen-7b_grpo_lambda_megatron.sh",
+        ["algorithm.rollout_correction.bypass_mode=true"],
+        {},
+        "bypass_mode",
+    ),
     ("run_qwen2.5-math-1.5b-instruct_grpo_lambda.sh", [], {"TRACE": "sideways"}, "policy_loss.trace"),
-    ("run_qwen2.5-math-1.5b-instruct_grpo.sh", ["actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda"], {},
-     "algorithm.adv_estimator=grpo_lambda"),
+    (
+        "run_qwen2.5-math-1.5b-instruct_grpo.sh",
+        ["actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda"],
+        {},
+        "algorithm.adv_estimator=grpo_lambda",
+    ),
 ]
 
 
@@ -274,12 +294,17 @@ def test_recipes_with_the_real_interpreter(run_script, tmp_path):
     jobs = {
         "lam": subprocess.Popen(
             ["bash", str(RECIPES / "run_qwen2.5-7b-instruct_grpo_lambda.sh")],
-            env=run_script.env({**real, "LAM": "2"}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=run_script.env({**real, "LAM": "2"}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         ),
         "megatron": subprocess.Popen(
             ["bash", str(RECIPES / "run_llama3.1-8b-instruct_grpo_lambda_megatron_multinode.sh")],
             env=run_script.env({**real, "VERL_LAMBDA_DRY_RUN": "1", "NNODES": "2"}),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         ),
     }
     out = {name: job.communicate(timeout=300) + (job.returncode,) for name, job in jobs.items()}
@@ -304,13 +329,15 @@ def test_multinode_recipe_submits_a_ray_job_with_the_runtime_env(run_script, tmp
     (fake_bin / "ray").write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "{record}"\n')
     (fake_bin / "ray").chmod(0o755)
     name = "run_qwen2.5-7b-instruct_grpo_lambda_megatron_multinode.sh"
-    result = run_script(name, "trainer.save_freq=10", env={"NNODES": "2", "DATA_DIR": str(tmp_path)}, path_prefix=fake_bin)
+    result = run_script(
+        name, "trainer.save_freq=10", env={"NNODES": "2", "DATA_DIR": str(tmp_path)}, path_prefix=fake_bin
+    )
     assert result.returncode == 0, result.stderr
     args = record.read_text().splitlines()
     assert args[:2] == ["job", "submit"]
     assert f"--runtime-env={RECIPES / 'runtime_env.yaml'}" in args
     assert "--address=http://127.0.0.1:8265" in args
-    entry = args[args.index("--") + 1:]
+    entry = args[args.index("--") + 1 :]
     assert entry[:3] == ["python3", "-m", "verl_lambda.main_ppo"]
     assert "trainer.nnodes=2" in entry and "--config-name=ppo_megatron_trainer" in entry
     assert "actor_rollout_ref.actor.megatron.context_parallel_size=2" in entry
@@ -338,7 +365,10 @@ def test_eval_script_dry_run(dry_run, tmp_path):
     assert c["reward.custom_reward_function.path"] == "pkg://verl_lambda.math_reward"
 
 
-PAPER_MODELS = {"qwen2.5-1.5b-instruct": "Qwen/Qwen2.5-1.5B-Instruct", "r1-distill-qwen-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"}
+PAPER_MODELS = {
+    "qwen2.5-1.5b-instruct": "Qwen/Qwen2.5-1.5B-Instruct",
+    "r1-distill-qwen-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+}
 PAPER_SETS = {"gsm8k": 8, "math12k": 64, "math_rl_16k": 64, "orz_57k": 64}  # prompts per step in the authors' scripts
 PAPER = [(model, data_set) for model in PAPER_MODELS for data_set in PAPER_SETS]
 
@@ -358,7 +388,10 @@ def test_paper_recipes_dry_run_with_the_authors_setup_and_are_matched(dry_run, m
     assert c["data.train_batch_size"] == c["actor_rollout_ref.actor.ppo_mini_batch_size"] == PAPER_SETS[data_set]
     assert c["actor_rollout_ref.rollout.n"] == 8 and c["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"] == 32
     assert (c["data.max_prompt_length"], c["data.max_response_length"]) == (512, 3072)
-    assert (c["actor_rollout_ref.actor.kl_loss_coef"], c["actor_rollout_ref.actor.kl_loss_type"]) == (0.001, "low_var_kl")
+    assert (c["actor_rollout_ref.actor.kl_loss_coef"], c["actor_rollout_ref.actor.kl_loss_type"]) == (
+        0.001,
+        "low_var_kl",
+    )
     assert c["actor_rollout_ref.actor.entropy_coeff"] == 0
     assert c["actor_rollout_ref.rollout.tensor_model_parallel_size"] == 2 and c["trainer.n_gpus_per_node"] == 2
     assert (c["trainer.total_epochs"], c["trainer.test_freq"], c["trainer.save_freq"]) == (15, 5, 20)
@@ -374,8 +407,8 @@ def test_paper_recipes_dry_run_with_the_authors_setup_and_are_matched(dry_run, m
 
 
 def test_paper_recipe_settings_are_overridable_from_the_environment(dry_run):
-    result, cfg = dry_run("paper/run.sh", "qwen2.5-1.5b-instruct", "math12k", "grpo_lambda", ANCHOR="token", TRACE="both",
-                          N_GPUS_PER_NODE="4")  # fmt: skip
+    args = ("paper/run.sh", "qwen2.5-1.5b-instruct", "math12k", "grpo_lambda")
+    result, cfg = dry_run(*args, ANCHOR="token", TRACE="both", N_GPUS_PER_NODE="4")
     assert result.returncode == 0, result.stderr
     c = flatten(cfg)
     pl = "actor_rollout_ref.actor.policy_loss."

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 import verl
-from ray_wait import ray_result
 from hydra import compose, initialize_config_dir
+from ray_wait import ray_result
 from verl.trainer.ppo import core_algos
 
 import verl_lambda.register as register_module
@@ -95,7 +95,10 @@ def test_registration_is_visible_inside_ray_actors(ray_local):
     probe = ray.remote(num_cpus=0)(RegistryProbe)
     routes = {
         "entry point": {"VERL_USE_EXTERNAL_PLUGINS": "auto"},
-        "environment variable": {"VERL_USE_EXTERNAL_PLUGINS": "none", "VERL_USE_EXTERNAL_MODULES": "verl_lambda.register"},
+        "environment variable": {
+            "VERL_USE_EXTERNAL_PLUGINS": "none",
+            "VERL_USE_EXTERNAL_MODULES": "verl_lambda.register",
+        },
         "neither (control)": {"VERL_USE_EXTERNAL_PLUGINS": "none", "VERL_USE_EXTERNAL_MODULES": ""},
     }
     seen = {}
@@ -133,4 +136,3 @@ def test_hydra_composition_with_a_bad_value_fails_naming_the_field():
     config = _compose(PLUGIN_OVERRIDES + ["+actor_rollout_ref.actor.policy_loss.trace_norm=bogus"])
     with pytest.raises(Exception, match=r"policy_loss\.trace_norm must be one of \['none', 'sum'\]"):
         omega_conf_to_dataclass(config.actor_rollout_ref.actor)
-

@@ -29,7 +29,9 @@ def _inputs(seed, batch, length, dtype=torch.float64, leading=False):
 
 def _kwargs(lam, style, eps, norm, gamma=1.0):
     trace, anchor = style if isinstance(style, tuple) else (style, "token")
-    return GRPOLambdaSettings(lam=lam, gamma=gamma, trace=trace, trace_anchor=anchor, trace_epsilon=eps, trace_norm=norm)
+    return GRPOLambdaSettings(
+        lam=lam, gamma=gamma, trace=trace, trace_anchor=anchor, trace_epsilon=eps, trace_norm=norm
+    )
 
 
 @pytest.mark.parametrize("lam,style,eps,norm", GRID)
@@ -59,14 +61,13 @@ def test_fast_matches_reference_values_and_gradients_fp64(lam, style, eps, norm)
 
 
 @pytest.mark.parametrize(
-    "style,eps,norm", [("recent", 0.0, "none"), ("both", 0.01, "sum"), (("recent", "end"), 1e-7, "sum"), (("both", "end"), 0.0, "none")]
+    "style,eps,norm",
+    [("recent", 0.0, "none"), ("both", 0.01, "sum"), (("recent", "end"), 1e-7, "sum"), (("both", "end"), 0.0, "none")],
 )
 def test_fast_matches_reference_beyond_three_chunk_levels(style, eps, norm):
     x, mask = _inputs(4, 2, 4200)  # 64² < 4200: carries go through three levels
     kw = _kwargs(0.99, style, eps, norm)
-    torch.testing.assert_close(
-        apply_trace(x, mask, kw), apply_trace_reference(x, mask, kw), rtol=0, atol=1e-10
-    )
+    torch.testing.assert_close(apply_trace(x, mask, kw), apply_trace_reference(x, mask, kw), rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("style,eps,norm", list(itertools.product(STYLES, [0.0, 0.01], NORMS)))
@@ -97,9 +98,7 @@ def test_fast_fp32_within_1e5_relative_of_fp64(lam, style, eps, norm):
 def test_fast_matches_reference_random_shapes(batch, length, seed, lam, gamma, style, eps, norm, leading):
     x, mask = _inputs(seed, batch, length, leading=leading)
     kw = _kwargs(lam, style, eps, norm, gamma)
-    torch.testing.assert_close(
-        apply_trace(x, mask, kw), apply_trace_reference(x, mask, kw), rtol=0, atol=1e-10
-    )
+    torch.testing.assert_close(apply_trace(x, mask, kw), apply_trace_reference(x, mask, kw), rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("length", [1, 63, 64, 65, 4095, 4096, 4097, 9000])
@@ -202,7 +201,9 @@ def test_shape_mismatch_raises():
         "cpu",
         pytest.param(
             "cuda",
-            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: CUDA autocast not exercised"),
+            marks=pytest.mark.skipif(
+                not torch.cuda.is_available(), reason="no CUDA device here: CUDA autocast not exercised"
+            ),
         ),
     ],
 )

@@ -10,9 +10,19 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Optional
 
-__all__ = ["LaunchError", "DRY_RUN_ENV", "DRY_RUN_FLAG", "TRUE_WORDS", "FALSE_WORDS", "env_flag", "dry_run", "one_line", "fail", "run_main"]
+__all__ = [
+    "LaunchError",
+    "DRY_RUN_ENV",
+    "DRY_RUN_FLAG",
+    "TRUE_WORDS",
+    "FALSE_WORDS",
+    "env_flag",
+    "dry_run",
+    "one_line",
+    "fail",
+    "run_main",
+]
 
 DRY_RUN_ENV = "VERL_LAMBDA_DRY_RUN"
 DRY_RUN_FLAG = "--dry-run"
@@ -24,7 +34,7 @@ class LaunchError(ValueError):
     """A command line that must not start; the message is one line that says what to change."""
 
 
-def env_flag(name: str, environ: Optional[Mapping[str, str]] = None) -> bool:
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
     """Whether environment variable ``name`` is switched on (1/true/yes/on); anything else but
     unset/0/false/no/off is refused with :class:`LaunchError`."""
     text = (os.environ if environ is None else environ).get(name, "")
@@ -36,7 +46,7 @@ def env_flag(name: str, environ: Optional[Mapping[str, str]] = None) -> bool:
     raise LaunchError(f"{name} must be one of 1/true/yes/on or 0/false/no/off, got {text!r}")
 
 
-def dry_run(argv: Sequence[str], environ: Optional[Mapping[str, str]] = None) -> tuple[bool, list[str]]:
+def dry_run(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[bool, list[str]]:
     """``(asked for a dry run, argv without --dry-run)``: ``--dry-run`` anywhere or ``VERL_LAMBDA_DRY_RUN=1``."""
     rest = [a for a in argv if a != DRY_RUN_FLAG]
     return env_flag(DRY_RUN_ENV, environ) or len(rest) != len(argv), rest

@@ -113,4 +113,3 @@ def norm_adv_by_std(algorithm: Any) -> bool:
             "(write it unquoted: algorithm.norm_adv_by_std_in_grpo=false)"
         )
     return value
-

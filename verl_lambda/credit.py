@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace, trace: str, anchor: str, application: str) -> GRPOLambdaSettings:
-    given = {n: getattr(args, n) for n in ("lam", "gamma", "trace_epsilon", "trace_norm") if getattr(args, n) is not None}
+    given = {
+        n: getattr(args, n) for n in ("lam", "gamma", "trace_epsilon", "trace_norm") if getattr(args, n) is not None
+    }
     labels = {n: "--" + n.replace("_", "-") for n in given}
     chosen = {"trace": trace, "trace_anchor": anchor, "trace_application": application}
     return GRPOLambdaSettings.from_strings({**given, **chosen}, labels)

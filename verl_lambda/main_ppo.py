@@ -28,8 +28,8 @@ import os
 import sys
 import traceback
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 from verl_lambda.cli import DRY_RUN_ENV, DRY_RUN_FLAG, LaunchError, env_flag, fail, one_line
 
@@ -37,8 +37,14 @@ __all__ = ["main", "compose_config", "parse_args", "LaunchArgs"]
 
 PROG = "verl_lambda.main_ppo"
 _VLLM_SHIM = os.path.join("verl", "third_party", "vllm")
-_VALUE_FLAGS = {"--config-name": "config_name", "-cn": "config_name", "--config-path": "config_path",
-                "-cp": "config_path", "--config-dir": "config_dir", "-cd": "config_dir"}
+_VALUE_FLAGS = {
+    "--config-name": "config_name",
+    "-cn": "config_name",
+    "--config-path": "config_path",
+    "-cp": "config_path",
+    "--config-dir": "config_dir",
+    "-cd": "config_dir",
+}
 
 
 @dataclass
@@ -47,10 +53,10 @@ class LaunchArgs:
 
     overrides: list[str] = field(default_factory=list)
     config_name: str = "ppo_trainer"
-    config_path: Optional[str] = None
-    config_dir: Optional[str] = None
+    config_path: str | None = None
+    config_dir: str | None = None
     dry_run: bool = False
-    save_config: Optional[str] = None
+    save_config: str | None = None
     hydra_flags: list[str] = field(default_factory=list)  # --help, --cfg, --multirun, ...: straight to verl
     passthrough: list[str] = field(default_factory=list)  # argv without the launcher's own flags, as given
 
@@ -59,7 +65,11 @@ class LaunchArgs:
         if self.hydra_flags:  # not composed here: hand everything over in its original order
             return list(self.passthrough)
         argv = []
-        for name, flag in (("config_name", "--config-name"), ("config_path", "--config-path"), ("config_dir", "--config-dir")):
+        for name, flag in (
+            ("config_name", "--config-name"),
+            ("config_path", "--config-path"),
+            ("config_dir", "--config-dir"),
+        ):
             value = getattr(self, name)
             if value is not None and not (name == "config_name" and value == "ppo_trainer"):
                 argv.append(f"{flag}={value}")
@@ -170,7 +180,7 @@ def _save_config(cfg, path_text: str) -> str:
     return path
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the launcher on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     try:
         return _main(sys.argv[1:] if argv is None else argv)

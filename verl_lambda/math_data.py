@@ -39,8 +39,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from verl_lambda.math_reward import last_boxed
 
@@ -61,14 +62,14 @@ PROG = "python -m verl_lambda.math_data"
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def _gsm8k_answer(text: str) -> Optional[str]:
+def _gsm8k_answer(text: str) -> str | None:
     """The number after GSM8K's final ``####``, thousands separators removed."""
     if "####" not in text:
         return None
     return text.rsplit("####", 1)[1].strip().replace(",", "")
 
 
-def _boxed_or_whole(text: str) -> Optional[str]:
+def _boxed_or_whole(text: str) -> str | None:
     """The last ``\\boxed{}`` of ``text`` when it has one, else the whole text (already a final answer)."""
     boxed = last_boxed(text)
     return boxed.strip() if boxed is not None else text
@@ -117,15 +118,15 @@ class Source:
     name: str
     role: str  # "train" or "test"
     hub_id: str
-    hub_config: Optional[str]
+    hub_config: str | None
     hub_split: str
     problem_keys: tuple[str, ...]
     answer_keys: tuple[str, ...] = ()
     solution_keys: tuple[str, ...] = ()
-    answer_fn: Optional[Callable[[str], Optional[str]]] = None
+    answer_fn: Callable[[str], str | None] | None = None
     id_keys: tuple[str, ...] = ("unique_id", "id", "ID", "url")
-    row_fn: Optional[Callable[[Any], Any]] = None
-    hub_file: Optional[str] = None
+    row_fn: Callable[[Any], Any] | None = None
+    hub_file: str | None = None
     answer_note: str = ""
 
     @property
@@ -259,7 +260,7 @@ def _read_local(path: str) -> list[Any]:
     return data
 
 
-def load_rows(source: Source, input_path: Optional[str] = None, split: Optional[str] = None) -> list[Any]:
+def load_rows(source: Source, input_path: str | None = None, split: str | None = None) -> list[Any]:
     """Raw records of a set: from ``input_path`` (local file) or from the Hugging Face hub.
 
     Raises FileNotFoundError for a missing file and ValueError, naming the set and the file, for
@@ -320,10 +321,10 @@ def convert(
     source: Source,
     rows: list[Any],
     split: str,
-    problem_key: Optional[str] = None,
-    answer_key: Optional[str] = None,
+    problem_key: str | None = None,
+    answer_key: str | None = None,
     instruction: str = INSTRUCTION,
-    limit: Optional[int] = None,
+    limit: int | None = None,
     origin: str = "the input",
 ) -> tuple[list[dict[str, Any]], int]:
     """verl rows for ``rows`` of ``source``.
@@ -497,7 +498,7 @@ def _error(message: str) -> int:
     return 2
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (0, or 2 with one line on stderr)."""
     args = _parser().parse_args(argv)
     if args.list:

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 __all__ = ["BENCHMARKS", "read_scores", "read_table", "render_table", "update_table", "main"]
 
@@ -102,7 +102,7 @@ def update_table(path: str, label: str, scores: dict[str, float], k: int) -> str
     return text
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m verl_lambda.math_eval",
         description="Write pass@1 (averaged over k samples) on AIME24, MATH500, OlympiadBench, "

@@ -39,9 +39,10 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from fractions import Fraction
 from multiprocessing.connection import Connection
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 __all__ = [
     "compute_score",
@@ -84,7 +85,7 @@ _LEADING_SPACE = re.compile(r"\s*")
 _BRACELESS = re.compile(r"\s+([^\s$]+)")
 
 
-def last_boxed(text: str) -> Optional[str]:
+def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced.
 
     Also reads the brace-less form ``\\boxed 5``. A box that never closes (a response cut off or
@@ -119,7 +120,7 @@ def last_boxed(text: str) -> Optional[str]:
     return None
 
 
-def final_answer_text(solution_str: str) -> Optional[str]:
+def final_answer_text(solution_str: str) -> str | None:
     """The part of a response that holds the final answer (after ``</think>`` if present)."""
     if "</think>" in solution_str:
         return solution_str.rsplit("</think>", 1)[1]
@@ -184,7 +185,7 @@ def _normalise(answer: str) -> str:
     return s
 
 
-def _as_number(s: str) -> Optional[Fraction]:
+def _as_number(s: str) -> Fraction | None:
     sign = 1
     if s.startswith("-"):
         sign, s = -1, s[1:]
@@ -477,7 +478,7 @@ class _CheckerPool:
             worker.kill()
 
 
-_pool: Optional[_CheckerPool] = None
+_pool: _CheckerPool | None = None
 
 
 def max_workers() -> int:
@@ -606,7 +607,7 @@ def compute_score(
     data_source: str,
     solution_str: str,
     ground_truth: Any,
-    extra_info: Optional[dict] = None,
+    extra_info: dict | None = None,
     backend: str = "auto",
     timeout: float = 10,
     **kwargs: Any,

@@ -12,7 +12,7 @@ process. It reaches verl's Ray processes by any of:
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +34,8 @@ __all__ = [
 def compute_grpo_lambda_outcome_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
-    config: Optional[Any] = None,
-    index: Optional[np.ndarray] = None,
+    config: Any | None = None,
+    index: np.ndarray | None = None,
     epsilon: float = 1e-6,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,8 +81,8 @@ def compute_policy_loss_grpo_lambda(
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     loss_agg_mode: str = "token-mean",
-    config: Optional[Any] = None,
-    rollout_is_weights: Optional[torch.Tensor] = None,
+    config: Any | None = None,
+    rollout_is_weights: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """verl's ``vanilla`` PPO loss on the traced ratio ρ^λ = exp(ℓ) (see :mod:`verl_lambda.core.objective`).
@@ -96,8 +96,7 @@ def compute_policy_loss_grpo_lambda(
     if not isinstance(policy_loss, GRPOLambdaLossConfig):
         got = "no config" if config is None else type(policy_loss).__name__
         raise TypeError(
-            f"loss_mode='{LOSS_NAME}' needs its own config class: set {LOSS_CONFIG_PATH}._target_={TARGET} "
-            f"(got {got})"
+            f"loss_mode='{LOSS_NAME}' needs its own config class: set {LOSS_CONFIG_PATH}._target_={TARGET} (got {got})"
         )
     clip_ratio = config.get("clip_ratio", 0.2)
     clip_low = config.get("clip_ratio_low", None)

@@ -7,7 +7,6 @@ unsupported verl is one clear line naming the supported range, never a half-work
 from __future__ import annotations
 
 import importlib.metadata
-from typing import Optional
 
 __all__ = ["UnsupportedVerl", "supported_verl", "installed_verl", "check_verl_version"]
 
@@ -18,7 +17,7 @@ class UnsupportedVerl(ImportError):
     """The installed verl is outside the range this package supports."""
 
 
-def supported_verl() -> Optional[str]:
+def supported_verl() -> str | None:
     """The verl version range of this distribution's requirements (None when it is not installed)."""
     from packaging.requirements import Requirement
 
@@ -41,9 +40,7 @@ def installed_verl() -> str:
         raise UnsupportedVerl("verl is not installed: pip install verl (verl-lambda needs it)") from None
 
 
-def check_verl_version(
-    version: Optional[str] = None, supported: Optional[str] = None, who: str = DISTRIBUTION
-) -> Optional[str]:
+def check_verl_version(version: str | None = None, supported: str | None = None, who: str = DISTRIBUTION) -> str | None:
     """Return the installed verl version (or ``version``); raise :class:`UnsupportedVerl` (one line)
     outside ``supported`` (default: this distribution's declared range). ``who`` names what refuses."""
     from packaging.specifiers import SpecifierSet

@@ -31,7 +31,7 @@ import os
 import runpy
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 from verl_lambda.cli import LaunchError, dry_run, fail
 from verl_lambda.core.settings import GRPOLambdaSettings, env_var, setting_fields
@@ -99,7 +99,7 @@ def split_lambda_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str], s
 
 
 def read_settings(
-    argv: Sequence[str], environ: Optional[Mapping[str, str]] = None
+    argv: Sequence[str], environ: Mapping[str, str] | None = None
 ) -> tuple[GRPOLambdaSettings, list[str], set[str]]:
     """Settings from ``GRPO_LAMBDA_*`` variables overridden by ``--lambda.*`` flags; raises LaunchError."""
     environ = os.environ if environ is None else environ
@@ -114,7 +114,7 @@ def read_settings(
     return settings, rest, switches
 
 
-def _option(args: Sequence[str], name: str) -> tuple[bool, Optional[str]]:
+def _option(args: Sequence[str], name: str) -> tuple[bool, str | None]:
     """(present, last value) of an OpenRLHF option given as ``--name V`` or ``--name=V``."""
     present, value = False, None
     for i, token in enumerate(args):
@@ -137,7 +137,9 @@ def check_trainer_args(args: Sequence[str]) -> None:
         )
     _, loss_type = _option(args, "--actor.policy_loss_type")
     if (loss_type or "ppo") != "ppo":
-        raise LaunchError(f"GRPO-λ replaces the PPO ratio by the traced ratio: --actor.policy_loss_type must be ppo, got {loss_type}")
+        raise LaunchError(
+            f"GRPO-λ replaces the PPO ratio by the traced ratio: --actor.policy_loss_type must be ppo, got {loss_type}"
+        )
     kl_loss, _ = _option(args, "--algo.kl.use_loss")
     _, init_coef = _option(args, "--algo.kl.init_coef")
     try:
@@ -151,7 +153,7 @@ def check_trainer_args(args: Sequence[str]) -> None:
         )
 
 
-def runtime_env_additions(settings: GRPOLambdaSettings, environ: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+def runtime_env_additions(settings: GRPOLambdaSettings, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What the launcher adds to OpenRLHF's Ray ``runtime_env``."""
     environ = os.environ if environ is None else environ
     env_vars = patch.settings_to_env(settings)
@@ -160,7 +162,7 @@ def runtime_env_additions(settings: GRPOLambdaSettings, environ: Optional[Mappin
     return {"worker_process_setup_hook": SETUP_HOOK, "env_vars": env_vars}
 
 
-def merge_runtime_env(base: Optional[Mapping[str, Any]], additions: Mapping[str, Any]) -> dict[str, Any]:
+def merge_runtime_env(base: Mapping[str, Any] | None, additions: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` (OpenRLHF's runtime_env) with ``additions``: env vars merged, a different setup hook refused."""
     merged = dict(base or {})
     hook = merged.get("worker_process_setup_hook")
@@ -179,7 +181,9 @@ def _usage() -> str:
     defaults = GRPOLambdaSettings().to_strings()
     for f in setting_fields():
         lines.append(f"  {_flag(f.name):<26} {f.metadata['help']}")
-        lines.append(f"  {'':<26} default {defaults[f.name]}, {f.metadata['allowed'].describe('none')} (env {env_var(f.name)})")
+        lines.append(
+            f"  {'':<26} default {defaults[f.name]}, {f.metadata['allowed'].describe('none')} (env {env_var(f.name)})"
+        )
     lines.append(f"  {_flag('off'):<26} run OpenRLHF unpatched (the matched GRPO baseline)")
     lines.append(f"\nOpenRLHF's own options: python -m {OPENRLHF_CLI} --help")
     return "\n".join(lines)
@@ -199,7 +203,7 @@ def _run_openrlhf(args: Sequence[str]) -> None:
         sys.argv = saved_argv
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Check everything, then run OpenRLHF's trainer with the GRPO-λ patches in its Ray workers.
 
     Dry run (``--dry-run`` or ``VERL_LAMBDA_DRY_RUN=1``): OpenRLHF's CLI still parses and checks

@@ -22,7 +22,8 @@ methods on OpenRLHF's classes while GRPO-λ is switched on:
   sample counts, ``dp_size``).
 
 Both patches must run inside OpenRLHF's Ray actor processes. :func:`apply` is written to be Ray's
-``worker_process_setup_hook`` (``"verl_lambda.patches.openrlhf.apply"``, re-exported by the package): it reads the settings from
+``worker_process_setup_hook`` (``"verl_lambda.patches.openrlhf.apply"``, re-exported by the package): it
+reads the settings from
 environment variables and patches OpenRLHF's classes when their modules are imported (at once if
 they already are), so a worker that never loads OpenRLHF's loss or experience maker pays nothing.
 The launcher ``python -m verl_lambda.openrlhf`` sets all of this up.
@@ -50,8 +51,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -120,7 +121,7 @@ def settings_to_env(settings: GRPOLambdaSettings) -> dict[str, str]:
     return {ENV_SWITCH: "1", **{env_var(name): text for name, text in settings.to_strings().items()}}
 
 
-def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[GRPOLambdaSettings]:
+def settings_from_env(environ: Mapping[str, str] | None = None) -> GRPOLambdaSettings | None:
     """Settings from ``GRPO_LAMBDA_*`` variables, or None when ``GRPO_LAMBDA`` is off."""
     environ = os.environ if environ is None else environ
     try:
@@ -141,14 +142,14 @@ def _supported_text() -> str:
     return f"openrlhf{SUPPORTED_OPENRLHF} (tested with {TESTED_OPENRLHF})"
 
 
-def _installed_version() -> Optional[str]:
+def _installed_version() -> str | None:
     try:
         return importlib.metadata.version("openrlhf")
     except importlib.metadata.PackageNotFoundError:
         return None
 
 
-def _in_supported_range(version: Optional[str]) -> bool:
+def _in_supported_range(version: str | None) -> bool:
     if version is None:
         return False
     from packaging.specifiers import SpecifierSet
@@ -160,7 +161,7 @@ def _in_supported_range(version: Optional[str]) -> bool:
         return False
 
 
-def check_version(version: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+def check_version(version: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
     """Refuse an OpenRLHF outside :data:`SUPPORTED_OPENRLHF` (unless explicitly allowed).
 
     ``version`` defaults to the installed distribution's. Returns the version checked.
@@ -170,7 +171,9 @@ def check_version(version: Optional[str] = None, environ: Optional[Mapping[str, 
     if _in_supported_range(version):
         return version
     if environ.get(ENV_ALLOW_UNTESTED, "").strip().lower() in TRUE_WORDS:
-        logger.warning("GRPO-λ: openrlhf %s is outside %s; going on (%s=1)", version, _supported_text(), ENV_ALLOW_UNTESTED)
+        logger.warning(
+            "GRPO-λ: openrlhf %s is outside %s; going on (%s=1)", version, _supported_text(), ENV_ALLOW_UNTESTED
+        )
         return version
     found = "no openrlhf distribution metadata" if version is None else f"openrlhf {version}"
     raise UnsupportedOpenRLHF(
@@ -184,7 +187,9 @@ def _param_names(fn: Callable) -> tuple[str, ...]:
     return tuple(inspect.signature(inspect.unwrap(fn)).parameters)
 
 
-def _signature_error(what: str, got: tuple[str, ...], expected: tuple[str, ...], version: Optional[str]) -> UnsupportedOpenRLHF:
+def _signature_error(
+    what: str, got: tuple[str, ...], expected: tuple[str, ...], version: str | None
+) -> UnsupportedOpenRLHF:
     found = "this openrlhf" if version is None else f"openrlhf {version}"
     return UnsupportedOpenRLHF(
         f"GRPO-λ's OpenRLHF adapter supports {_supported_text()}: {found} has {what}({', '.join(got)}), "
@@ -192,12 +197,13 @@ def _signature_error(what: str, got: tuple[str, ...], expected: tuple[str, ...],
     )
 
 
-def check_policy_loss(policy_loss_cls: type, aggregate_fn: Optional[Callable], version: Optional[str] = None) -> None:
+def check_policy_loss(policy_loss_cls: type, aggregate_fn: Callable | None, version: str | None = None) -> None:
     """Refuse a ``PolicyLoss`` / ``aggregate_loss`` whose signatures differ from OpenRLHF 0.11.x."""
     found = "this openrlhf" if version is None else f"openrlhf {version}"
     if aggregate_fn is None:
         raise UnsupportedOpenRLHF(
-            f"GRPO-λ's OpenRLHF adapter supports {_supported_text()}: {found} has no openrlhf.models.loss.aggregate_loss"
+            f"GRPO-λ's OpenRLHF adapter supports {_supported_text()}: {found} has no "
+            "openrlhf.models.loss.aggregate_loss"
         )
     got = _param_names(policy_loss_cls.forward)
     if got != _FORWARD_PARAMS:
@@ -215,14 +221,14 @@ def check_policy_loss(policy_loss_cls: type, aggregate_fn: Optional[Callable], v
         )
 
 
-def check_experience_maker(maker_cls: type, version: Optional[str] = None) -> None:
+def check_experience_maker(maker_cls: type, version: str | None = None) -> None:
     """Refuse a ``RemoteExperienceMaker.compute_advantages_and_returns`` with another signature."""
     got = _param_names(maker_cls.compute_advantages_and_returns)
     if got != _ADVANTAGE_PARAMS:
         raise _signature_error("RemoteExperienceMaker.compute_advantages_and_returns", got, _ADVANTAGE_PARAMS, version)
 
 
-def check_openrlhf() -> Optional[str]:
+def check_openrlhf() -> str | None:
     """Import OpenRLHF's patched modules and run every check; returns the installed version."""
     version = check_version()
     loss_module = importlib.import_module(_LOSS_MODULE)
@@ -389,7 +395,7 @@ def _make_loss_patch(original: Callable, aggregate: Callable) -> Callable:
 # ─────────────────────────────────────────────────────────────────────────── patching
 
 
-_ACTIVE: Optional[GRPOLambdaSettings] = None
+_ACTIVE: GRPOLambdaSettings | None = None
 _ORIGINALS: dict[tuple[type, str], Callable] = {}
 
 
@@ -414,7 +420,9 @@ def _patch_maker_module(module: Any) -> None:
     check_experience_maker(cls, check_version())
     _ORIGINALS[(cls, "compute_advantages_and_returns")] = cls.compute_advantages_and_returns
     cls.compute_advantages_and_returns = _make_advantage_patch(cls.compute_advantages_and_returns)
-    logger.info("GRPO-λ: patched %s.RemoteExperienceMaker.compute_advantages_and_returns (%s)", module.__name__, _ACTIVE)
+    logger.info(
+        "GRPO-λ: patched %s.RemoteExperienceMaker.compute_advantages_and_returns (%s)", module.__name__, _ACTIVE
+    )
 
 
 _PATCHERS = {_LOSS_MODULE: _patch_loss_module, _MAKER_MODULE: _patch_maker_module}
@@ -462,7 +470,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 _FINDER = _PatchOnImport()
 
 
-def apply(settings: Optional[GRPOLambdaSettings] = None) -> bool:
+def apply(settings: GRPOLambdaSettings | None = None) -> bool:
     """Switch GRPO-λ on in this process (Ray ``worker_process_setup_hook``; idempotent).
 
     Without ``settings`` they come from the ``GRPO_LAMBDA*`` environment variables, and nothing is
@@ -476,7 +484,9 @@ def apply(settings: Optional[GRPOLambdaSettings] = None) -> bool:
         if settings is None:
             return False
     if not isinstance(settings, GRPOLambdaSettings):
-        raise TypeError(f"settings must be a verl_lambda.core.settings.GRPOLambdaSettings, got {type(settings).__name__}")
+        raise TypeError(
+            f"settings must be a verl_lambda.core.settings.GRPOLambdaSettings, got {type(settings).__name__}"
+        )
     _ACTIVE = settings
     for name, patcher in _PATCHERS.items():
         module = sys.modules.get(name)
@@ -498,7 +508,7 @@ def remove() -> None:
         del _ORIGINALS[(cls, name)]
 
 
-def active_settings() -> Optional[GRPOLambdaSettings]:
+def active_settings() -> GRPOLambdaSettings | None:
     """The settings GRPO-λ runs with in this process, or None when it is off."""
     return _ACTIVE
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from verl.trainer.ppo import core_algos

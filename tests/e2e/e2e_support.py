@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 import spec_reference as spec
 import torch
@@ -304,5 +304,5 @@ def check_loss_advantages_come_from_estimator(outcome: RunOutcome) -> None:
     assert not stray, f"run '{outcome.name}': loss saw advantages {stray[:5]} the estimator never returned"
 
 
-def first(values: Sequence, default: Optional[object] = None):
+def first(values: Sequence, default: object | None = None):
     return values[0] if values else default

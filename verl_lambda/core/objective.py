@@ -21,7 +21,6 @@ gradients through e_t.
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 import torch
 
@@ -42,8 +41,8 @@ def token_losses(
     *,
     clip_ratio_low: float = 0.2,
     clip_ratio_high: float = 0.2,
-    clip_ratio_c: Optional[float] = 3.0,
-    rollout_is_weights: Optional[torch.Tensor] = None,
+    clip_ratio_c: float | None = 3.0,
+    rollout_is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-token GRPO-λ losses ``[B, L]`` (to be aggregated over ``response_mask``) and diagnostics.
 
@@ -90,7 +89,9 @@ def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
     # max(−Aρ, −A·clip(ρ, 1−ε_low, 1+ε_high)), then min(·, −A·c) for A < 0, is −A times ρ clamped
     # to [−∞, 1+ε_high] where A ≥ 0 and to [1−ε_low, c] where A < 0: one clamp with per-token bounds.
     bound = functools.partial(torch.tensor, dtype=dtype, device=ratio.device)
-    high = torch.where(negative, bound(float("inf") if clip_ratio_c is None else clip_ratio_c), bound(1.0 + clip_ratio_high))
+    high = torch.where(
+        negative, bound(float("inf") if clip_ratio_c is None else clip_ratio_c), bound(1.0 + clip_ratio_high)
+    )
     low = torch.where(negative, bound(1.0 - clip_ratio_low), bound(float("-inf")))
     losses = -advantages * torch.clamp(ratio, min=low, max=high)
     if eligibility is not None:
@@ -113,7 +114,9 @@ def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
             if clip_ratio_c is not None
             else torch.zeros((), dtype=dtype, device=ratio.device),
             "trace_abs_mean": abs_traced.sum() / count,
-            "trace_abs_max": abs_traced.max() if abs_traced.numel() else torch.zeros((), dtype=dtype, device=ratio.device),
+            "trace_abs_max": abs_traced.max()
+            if abs_traced.numel()
+            else torch.zeros((), dtype=dtype, device=ratio.device),
             "guard_frac": torch.count_nonzero(abs_traced > LOG_RATIO_GUARD) / count
             if eligibility is None
             else torch.zeros((), dtype=dtype, device=ratio.device),

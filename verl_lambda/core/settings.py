@@ -15,7 +15,7 @@ import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, Optional
+from typing import Any
 
 __all__ = [
     "LOSS",
@@ -109,7 +109,9 @@ class SettingError(ValueError):
 
 def setting(default: Any, allowed: Any, applies_to: str, help: str, source: str) -> Any:
     """A field of :class:`GRPOLambdaSettings` with what every adapter and document needs to know."""
-    return field(default=default, metadata={"allowed": allowed, "applies_to": applies_to, "help": help, "source": source})
+    return field(
+        default=default, metadata={"allowed": allowed, "applies_to": applies_to, "help": help, "source": source}
+    )
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class GRPOLambdaSettings:
         "none (the paper's form) or sum: divide each traced value by its weight sum (GRPO's gradient scale)",
         "none: paper; sum: ours",
     )  # fmt: skip
-    adv_clamp: Optional[float] = setting(
+    adv_clamp: float | None = setting(
         -0.1, Number(high=0.0, optional=True), ESTIMATOR,
         "negative-advantage clamp c: the TD error is max(Â, c); null (none in a flag) switches it off",
         "paper",
@@ -174,12 +176,12 @@ class GRPOLambdaSettings:
         """r = γλ, the per-token decay of the trace weights."""
         return self.gamma * self.lam
 
-    def of(self, applies_to: Optional[str]) -> dict[str, Any]:
+    def of(self, applies_to: str | None) -> dict[str, Any]:
         """The settings read by the loss (:data:`LOSS`), by the estimator (:data:`ESTIMATOR`), or all (None)."""
         return {f.name: getattr(self, f.name) for f in setting_fields(applies_to)}
 
     @classmethod
-    def from_strings(cls, raw: Mapping[str, str], labels: Optional[Mapping[str, str]] = None) -> GRPOLambdaSettings:
+    def from_strings(cls, raw: Mapping[str, str], labels: Mapping[str, str] | None = None) -> GRPOLambdaSettings:
         """Settings from strings (flags, environment variables); missing names keep their defaults.
 
         Errors name the setting by ``labels[name]`` (e.g. ``--lambda.lam``) and say ``none`` for None.
@@ -203,20 +205,22 @@ class GRPOLambdaSettings:
     def from_environment(
         cls,
         environ: Mapping[str, str],
-        base: Optional[Mapping[str, Any]] = None,
+        base: Mapping[str, Any] | None = None,
         label: Callable[[str], str] = env_var,
     ) -> GRPOLambdaSettings:
         """Settings from the ``GRPO_LAMBDA_<NAME>`` variables of ``environ`` over ``base`` (or the
         defaults); an error names a setting by ``label(name)`` (default: its variable)."""
         given = {f.name: environ[env_var(f.name)] for f in fields(cls) if env_var(f.name) in environ}
-        return cls.from_strings({**cls(**dict(base or {})).to_strings(), **given}, {name: label(name) for name in given})
+        return cls.from_strings(
+            {**cls(**dict(base or {})).to_strings(), **given}, {name: label(name) for name in given}
+        )
 
     def to_strings(self) -> dict[str, str]:
         """Every setting as the string :meth:`from_strings` reads back to the same value."""
         return {f.name: f.metadata["allowed"].render(getattr(self, f.name)) for f in fields(self)}
 
 
-def setting_fields(applies_to: Optional[str] = None) -> tuple[Field, ...]:
+def setting_fields(applies_to: str | None = None) -> tuple[Field, ...]:
     """The fields of :class:`GRPOLambdaSettings`, optionally only those of the loss or the estimator."""
     return tuple(f for f in fields(GRPOLambdaSettings) if applies_to in (None, f.metadata["applies_to"]))
 

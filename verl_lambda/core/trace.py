@@ -202,7 +202,9 @@ def _trace_dense(x: torch.Tensor, decay: float, style: str, epsilon: float) -> t
     dtype, device = x.dtype, x.device
     early = (x[..., :half] * _powers((0, half), decay, dtype, device)).cumsum(-1)
     # pairs[..., k, :] = E_k − decay^(k+1) D_k, E_k − decay^(k+2) D_k   (for t = 2k+1, 2k+2)
-    pairs = torch.addcmul(early.unsqueeze(-1), recent[..., :half].unsqueeze(-1), _pair_cuts(half, decay, dtype, device), value=-1)
+    pairs = torch.addcmul(
+        early.unsqueeze(-1), recent[..., :half].unsqueeze(-1), _pair_cuts(half, decay, dtype, device), value=-1
+    )
     pieces = [recent[..., :1], recent[..., 1:split] + pairs.flatten(-2)[..., : split - 1]]
     if split < length:
         csum = x[..., : length - k].cumsum(-1)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional
 
 from omegaconf import DictConfig
 
-from verl_lambda.launch.grpo_lambda import GRPOLambdaRun, check_grpo_lambda, environment_warnings, job_environment_warnings
+from verl_lambda.launch.grpo_lambda import (
+    GRPOLambdaRun,
+    check_grpo_lambda,
+    environment_warnings,
+    job_environment_warnings,
+)
 from verl_lambda.launch.preflight import RunShape, check_local_files, preflight
 
 __all__ = ["LaunchReport", "check_launch"]
@@ -25,11 +29,11 @@ class LaunchReport:
     """What :func:`check_launch` found: the run's numbers, its GRPO-λ settings (None: off), warnings."""
 
     shape: RunShape
-    grpo_lambda: Optional[GRPOLambdaRun]
+    grpo_lambda: GRPOLambdaRun | None
     warnings: list[str]
 
 
-def check_launch(cfg: DictConfig, dry_run: bool = False, environ: Optional[Mapping[str, str]] = None) -> LaunchReport:
+def check_launch(cfg: DictConfig, dry_run: bool = False, environ: Mapping[str, str] | None = None) -> LaunchReport:
     """Check a composed ``main_ppo`` config; raise :class:`~verl_lambda.cli.LaunchError` (one line) if
     it must not start. In a dry run, missing local data and model directories are warnings."""
     environ = os.environ if environ is None else environ

@@ -16,13 +16,20 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from verl_lambda.cli import LaunchError, one_line
 from verl_lambda.config import estimator_settings, norm_adv_by_std
-from verl_lambda.config_keys import ESTIMATOR_CONFIG_PATH, ESTIMATOR_NAME, LOSS_CONFIG_PATH, LOSS_NAME, TARGET, config_key
+from verl_lambda.config_keys import (
+    ESTIMATOR_CONFIG_PATH,
+    ESTIMATOR_NAME,
+    LOSS_CONFIG_PATH,
+    LOSS_NAME,
+    TARGET,
+    config_key,
+)
 from verl_lambda.core.settings import ENV_PREFIX, ESTIMATOR, LOSS, GRPOLambdaSettings, env_var, setting_fields
 
 __all__ = [
@@ -68,7 +75,7 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
 _ENV_REFERENCE = re.compile(r"^\\?\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
-def _module_list(text: Optional[str], environ: Mapping[str, str]) -> list[str]:
+def _module_list(text: str | None, environ: Mapping[str, str]) -> list[str]:
     """Module names of a comma list; a ``${VAR}`` item (Ray's syntax) is replaced by ``environ[VAR]``'s list."""
     modules = []
     for item in (text or "").split(","):
@@ -81,7 +88,7 @@ def _module_list(text: Optional[str], environ: Mapping[str, str]) -> list[str]:
     return modules
 
 
-def worker_modules(cfg: DictConfig, environ: Optional[Mapping[str, str]] = None) -> list[str]:
+def worker_modules(cfg: DictConfig, environ: Mapping[str, str] | None = None) -> list[str]:
     """Modules every Ray worker must import, each once, in this order: those of the driver's
     ``VERL_USE_EXTERNAL_MODULES``, those the command line puts into the Ray runtime env, and
     ``verl_lambda.register``.
@@ -98,7 +105,7 @@ def worker_modules(cfg: DictConfig, environ: Optional[Mapping[str, str]] = None)
     return list(dict.fromkeys([*listed, REGISTER_MODULE]))
 
 
-def registration_override(cfg: DictConfig, environ: Optional[Mapping[str, str]] = None) -> str:
+def registration_override(cfg: DictConfig, environ: Mapping[str, str] | None = None) -> str:
     """The override that sets the Ray workers' ``VERL_USE_EXTERNAL_MODULES`` to :func:`worker_modules`."""
     return f"++{REGISTRATION_KEY}='{','.join(worker_modules(cfg, environ))}'"
 
@@ -171,7 +178,7 @@ def _environment_settings(environ: Mapping[str, str]) -> list[str]:
     return sorted(k for k in environ if k.startswith(ENV_PREFIX) and k in {env_var(f.name) for f in setting_fields()})
 
 
-def check_grpo_lambda(cfg: DictConfig, environ: Optional[Mapping[str, str]] = None) -> Optional[GRPOLambdaRun]:
+def check_grpo_lambda(cfg: DictConfig, environ: Mapping[str, str] | None = None) -> GRPOLambdaRun | None:
     """The run's GRPO-λ settings, or None when GRPO-λ is off; raises LaunchError (one line)."""
     environ = os.environ if environ is None else environ
     _check_math_reward(cfg)
@@ -189,7 +196,9 @@ def check_grpo_lambda(cfg: DictConfig, environ: Optional[Mapping[str, str]] = No
         loss = omega_conf_to_dataclass(_get(cfg, LOSS_CONFIG_PATH))
     except Exception as err:  # Hydra wraps the dataclass's ValueError; show that line
         message = one_line(err)
-        raise LaunchError(message if message.startswith(LOSS_CONFIG_PATH) else f"{LOSS_CONFIG_PATH}: {message}") from None
+        raise LaunchError(
+            message if message.startswith(LOSS_CONFIG_PATH) else f"{LOSS_CONFIG_PATH}: {message}"
+        ) from None
     try:
         estimator = estimator_settings(cfg.algorithm)
         norm = norm_adv_by_std(cfg.algorithm)
@@ -203,7 +212,9 @@ def check_grpo_lambda(cfg: DictConfig, environ: Optional[Mapping[str, str]] = No
         )
     from_config = {**loss.settings().of(LOSS), **estimator.of(ESTIMATOR)}
     given = {f.name for f in setting_fields() if _get(cfg, config_key(f.name), _ABSENT) is not _ABSENT}
-    variables = {var: environ[var] for var in _environment_settings(environ) if var[len(ENV_PREFIX) :].lower() not in given}
+    variables = {
+        var: environ[var] for var in _environment_settings(environ) if var[len(ENV_PREFIX) :].lower() not in given
+    }
     try:
         settings = GRPOLambdaSettings.from_environment(
             variables, base=from_config, label=lambda name: f"{config_key(name)} (from {env_var(name)})"
@@ -213,7 +224,7 @@ def check_grpo_lambda(cfg: DictConfig, environ: Optional[Mapping[str, str]] = No
     return GRPOLambdaRun(settings=settings, norm_adv_by_std=norm)
 
 
-def environment_warnings(run: Optional[GRPOLambdaRun], environ: Mapping[str, str]) -> list[str]:
+def environment_warnings(run: GRPOLambdaRun | None, environ: Mapping[str, str]) -> list[str]:
     """A warning when ``GRPO_LAMBDA_*`` settings are in the environment of a run without GRPO-λ."""
     ignored = _environment_settings(environ)
     if run is not None or not ignored:

@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -37,7 +37,7 @@ class _Reader:
     def raw(self, key: str, default: Any = None) -> Any:
         return OmegaConf.select(self.cfg, key, default=default)
 
-    def count(self, key: str, minimum: int = 1, optional: bool = False, default: Any = _MISSING) -> Optional[int]:
+    def count(self, key: str, minimum: int = 1, optional: bool = False, default: Any = _MISSING) -> int | None:
         value = self.raw(key, None if default is _MISSING else default)
         if value is None and optional:
             return None
@@ -45,7 +45,7 @@ class _Reader:
             raise LaunchError(f"{key} must be a whole number ≥ {minimum}, got {value!r}: set {key}=<number>")
         return value
 
-    def number(self, key: str, above: Optional[float] = None, at_least: Optional[float] = None) -> Optional[float]:
+    def number(self, key: str, above: float | None = None, at_least: float | None = None) -> float | None:
         value = self.raw(key)
         if value is None:
             return None
@@ -149,7 +149,8 @@ def _check_parallel_sizes(r: _Reader, shape: RunShape) -> None:
         if n_gpus % (tp * pp * cp):
             raise LaunchError(
                 f"trainer.nnodes x trainer.n_gpus_per_node = {n_gpus} GPUs is not a multiple of Megatron's "
-                f"TP x PP x CP = {tp} x {pp} x {cp}: change actor_rollout_ref.actor.megatron.*_parallel_size or the GPU count"
+                f"TP x PP x CP = {tp} x {pp} x {cp}: change actor_rollout_ref.actor.megatron.*_parallel_size or "
+                "the GPU count"
             )
     elif n_gpus % shape.sequence_split:
         raise LaunchError(
@@ -179,13 +180,16 @@ def _check_token_budgets(r: _Reader, shape: RunShape, uses_ref: bool) -> None:
         ]
     if uses_ref and r.switch("actor_rollout_ref.ref.log_prob_use_dynamic_bsz"):
         split_ref_key = _sequence_split_key(shape.strategy, "ref")
-        budgets.append(("actor_rollout_ref.ref.log_prob_max_token_len_per_gpu", r.count(split_ref_key, default=1), split_ref_key))
+        budgets.append(
+            ("actor_rollout_ref.ref.log_prob_max_token_len_per_gpu", r.count(split_ref_key, default=1), split_ref_key)
+        )
     for key, split, split_key in budgets:
         budget = r.count(key)
         if budget * split < shape.longest:
             raise LaunchError(
                 f"{key}={budget} x {split_key.rsplit('.', 1)[1]}={split} is below the longest sequence, "
-                f"data.max_prompt_length + data.max_response_length = {shape.longest}: raise it to at least {shape.longest}"
+                f"data.max_prompt_length + data.max_response_length = {shape.longest}: raise it to at least "
+                f"{shape.longest}"
             )
 
 
@@ -234,7 +238,7 @@ def _check_data_files(r: _Reader, dry_run: bool, shape: RunShape) -> None:
         shape.warnings.append(message)
 
 
-def _context_length(model_config: Mapping[str, Any]) -> Optional[int]:
+def _context_length(model_config: Mapping[str, Any]) -> int | None:
     for node in (model_config, model_config.get("text_config") or {}):
         if node.get("rope_scaling"):
             return None  # extended context: leave it to the model

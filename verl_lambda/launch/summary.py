@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,7 +22,7 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
     return OmegaConf.select(cfg, key, default=default)
 
 
-def _grpo_lambda_lines(cfg: DictConfig, run: Optional[GRPOLambdaRun]) -> list[str]:
+def _grpo_lambda_lines(cfg: DictConfig, run: GRPOLambdaRun | None) -> list[str]:
     if run is None:
         return [
             _row(
@@ -44,7 +44,7 @@ def _grpo_lambda_lines(cfg: DictConfig, run: Optional[GRPOLambdaRun]) -> list[st
     return lines + [_row("trace horizon 1/(1 - gamma*lam)", horizon)]
 
 
-def summary_lines(cfg: DictConfig, shape: RunShape, run: Optional[GRPOLambdaRun], warnings: list[str]) -> list[str]:
+def summary_lines(cfg: DictConfig, shape: RunShape, run: GRPOLambdaRun | None, warnings: list[str]) -> list[str]:
     """The resolved GRPO-λ settings and the effective batch / length numbers, one item a line."""
     lines = ["GRPO-λ settings", *_grpo_lambda_lines(cfg, run)]
     lines.append(_row("plugin in Ray workers", f"VERL_USE_EXTERNAL_MODULES={_get(cfg, REGISTRATION_KEY)}"))
@@ -75,7 +75,10 @@ def summary_lines(cfg: DictConfig, shape: RunShape, run: Optional[GRPOLambdaRun]
         _row("prompts per step (data.train_batch_size)", prompts),
         _row("responses per step (x rollout.n)", f"{prompts * n} = {prompts} x {n}"),
         _row("optimizer updates per step", f"{updates} (ppo_mini_batch_size {mini} prompts = {mini * n} responses)"),
-        _row("max prompt / response / sequence tokens", f"{shape.prompt_length} / {shape.response_length} / {shape.longest}"),
+        _row(
+            "max prompt / response / sequence tokens",
+            f"{shape.prompt_length} / {shape.response_length} / {shape.longest}",
+        ),
         _row("tokens per step at most", prompts * n * shape.longest),
         _row("actor micro-batches", micro),
         _row(

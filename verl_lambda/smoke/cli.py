@@ -23,8 +23,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from verl_lambda.smoke import UnsupportedVerl, require_supported_verl
 
@@ -85,7 +85,7 @@ def _strip_separator(command: Sequence[str]) -> list[str]:
     return command[1:] if command[:1] == ["--"] else command
 
 
-def check_command(command: Sequence[str]) -> Optional[str]:
+def check_command(command: Sequence[str]) -> str | None:
     """Why ``command`` cannot be smoke-tested on the CPU harness, or None when it can."""
     if not command:
         return "no training command: put it after --, e.g. verl-lambda smoke -- bash recipes/run_<model>_grpo_lambda.sh"
@@ -159,7 +159,7 @@ def _stop_on_sigterm():
     return signal.signal(signal.SIGTERM, interrupt)
 
 
-def problem_with(args: argparse.Namespace) -> Optional[str]:
+def problem_with(args: argparse.Namespace) -> str | None:
     """Why ``args`` cannot run (one line), or None: verl version, the command, steps, GPUs, Ray address."""
     try:
         require_supported_verl(PROG)
@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m verl_lambda.smoke [options] -- COMMAND``."""
     parser = argparse.ArgumentParser(
         prog="python -m verl_lambda.smoke",

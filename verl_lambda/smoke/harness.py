@@ -22,9 +22,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
 
 from verl_lambda.smoke import require_supported_verl
 
@@ -127,11 +127,11 @@ def harness_overrides(
     ]
 
 
-def _modules(text: Optional[str]) -> list[str]:
+def _modules(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
-def harness_env(base: Optional[Mapping[str, str]] = None, extra_modules: Sequence[str] = ()) -> dict[str, str]:
+def harness_env(base: Mapping[str, str] | None = None, extra_modules: Sequence[str] = ()) -> dict[str, str]:
     """``base`` (default ``os.environ``) plus what a harness run needs.
 
     ``VERL_USE_EXTERNAL_MODULES`` becomes :data:`HARNESS_MODULES`, then the modules ``base`` already
@@ -174,7 +174,7 @@ def merge_registration_args(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def refuse_foreign_ray(environ: Optional[Mapping[str, str]] = None, argv: Sequence[str] = ()) -> None:
+def refuse_foreign_ray(environ: Mapping[str, str] | None = None, argv: Sequence[str] = ()) -> None:
     """Raise :class:`HarnessError` if the run could join a Ray cluster it did not start."""
     environ = os.environ if environ is None else environ
     if environ.get("RAY_ADDRESS"):
@@ -197,7 +197,7 @@ def make_ray_temp_dir() -> Path:
 class RunResult:
     """How a run ended: exit status (None when it was killed at the time limit), wall time, log."""
 
-    returncode: Optional[int]
+    returncode: int | None
     wall_s: float
     log_path: Path
     timed_out: bool = False
@@ -214,7 +214,7 @@ class RunResult:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
 
-def _processes_of_run(ray_temp_dir: Optional[Path], group: int) -> list[int]:
+def _processes_of_run(ray_temp_dir: Path | None, group: int) -> list[int]:
     """Pids of the run: process group ``group``, command lines naming ``ray_temp_dir``, and their descendants.
 
     Ray workers rename themselves (``ray::IDLE``), so they are found as descendants of the raylet.
@@ -250,7 +250,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def kill_run_processes(group: int, ray_temp_dir: Optional[Path], grace_s: float = 5.0) -> list[int]:
+def kill_run_processes(group: int, ray_temp_dir: Path | None, grace_s: float = 5.0) -> list[int]:
     """End the run's process group and every process that names its Ray temp dir; returns the pids signalled.
 
     SIGTERM first, then SIGKILL for whatever is still alive after ``grace_s`` seconds — including
@@ -286,9 +286,9 @@ def run_logged(
     env: Mapping[str, str],
     log_path: Path,
     timeout_s: float,
-    ray_temp_dir: Optional[Path] = None,
-    cwd: Optional[Path] = None,
-    on_line: Optional[Callable[[str], None]] = None,
+    ray_temp_dir: Path | None = None,
+    cwd: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run ``argv`` in a new process group, its output (stdout + stderr) into ``log_path``.
 

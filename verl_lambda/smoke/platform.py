@@ -20,8 +20,9 @@ cuda/npu only; the variable picks the class and nothing else), ``actor.strategy=
 from __future__ import annotations
 
 import types
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from verl_lambda.smoke import require_supported_verl
 
@@ -122,7 +123,7 @@ class CPUPlatform(PlatformBase):
     def set_device(self, device_index: Any) -> None:
         pass
 
-    def synchronize(self, device_index: Optional[int] = None) -> None:
+    def synchronize(self, device_index: int | None = None) -> None:
         pass
 
     def manual_seed(self, seed: int) -> None:
@@ -137,7 +138,7 @@ class CPUPlatform(PlatformBase):
     def empty_cache(self) -> None:
         pass
 
-    def get_device_capability(self, device_index: int = 0) -> tuple[Optional[int], Optional[int]]:
+    def get_device_capability(self, device_index: int = 0) -> tuple[int | None, int | None]:
         return None, None
 
     def communication_backend_name(self) -> str:
@@ -182,7 +183,7 @@ def _plain_gloo_process_group() -> None:
     if getattr(original, "_verl_lambda_cpu", False):
         return
 
-    def initialize_global_process_group_ray(timeout_second: Optional[int] = None, backend: Optional[str] = None):
+    def initialize_global_process_group_ray(timeout_second: int | None = None, backend: str | None = None):
         if backend is None or backend.count("cpu:") > 1:
             backend = "gloo"
         return original(timeout_second=timeout_second, backend=backend)

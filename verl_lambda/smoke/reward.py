@@ -9,7 +9,7 @@ responses in one group get different scores. Select it with
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from verl_lambda.smoke import require_supported_verl
 
@@ -19,7 +19,7 @@ __all__ = ["compute_score"]
 
 
 def compute_score(
-    data_source: str, solution_str: Optional[str], ground_truth: Any, extra_info: Optional[dict] = None, **kwargs: Any
+    data_source: str, solution_str: str | None, ground_truth: Any, extra_info: dict | None = None, **kwargs: Any
 ) -> float:
     """1.0 if ``str(ground_truth)`` occurs in the response, else the share of digit characters in it."""
     text = solution_str or ""

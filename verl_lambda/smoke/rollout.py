@@ -17,7 +17,8 @@ It is a test rollout: no batching, no tensor parallelism, no multi-modal inputs.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from verl_lambda.smoke import require_supported_verl
 
@@ -72,12 +73,12 @@ class HFServer:
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set() if eos is None else set(eos if isinstance(eos, list) else [eos])
         self.response_length = response_length
-        self.global_steps: Optional[int] = None
+        self.global_steps: int | None = None
         self._lock = asyncio.Lock()
 
     async def generate(
         self,
-        request_id: Optional[str] = None,
+        request_id: str | None = None,
         *,
         prompt_ids: list[int],
         sampling_params: dict[str, Any],
@@ -115,7 +116,7 @@ class HFServer:
             extra_fields={"global_steps": self.global_steps},
         )
 
-    def load_weights(self, state_dict: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
+    def load_weights(self, state_dict: dict[str, torch.Tensor], global_steps: int | None = None) -> int:
         """Replace the model's weights with the trainer's; returns the number of tensors loaded."""
         self.model.load_state_dict(state_dict, strict=False)
         self.global_steps = global_steps
