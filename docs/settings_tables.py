@@ -4,7 +4,8 @@
     python docs/settings_tables.py --check   # exit 1 (and name the file) when a table is out of date
 
 A table lives between ``<!-- settings-table: KIND -->`` and ``<!-- /settings-table -->`` in a
-Markdown file; KIND is ``verl`` (config keys) or ``openrlhf`` (flags and environment variables).
+Markdown file; KIND is ``verl`` (config keys), ``openrlhf`` (flags and environment variables) or
+``demo`` (``verl-lambda demo``'s flags).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from verl_lambda.config_keys import config_key
 from verl_lambda.core.settings import GRPOLambdaSettings, env_var, setting_fields
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ["README.md", "docs/grpo_lambda.md", "docs/openrlhf.md"]
+FILES = ["README.md", "docs/grpo_lambda.md", "docs/openrlhf.md", "docs/demo.md"]
 BLOCK = re.compile(r"(<!-- settings-table: (\w+) -->\n)(.*?)(<!-- /settings-table -->)", re.S)
 
 
@@ -43,6 +44,16 @@ def table(kind: str) -> str:
             rows.append(
                 f"| `--lambda.{f.name}` | `{env_var(f.name)}` | {_default(getattr(defaults, f.name), '`none`')} | "
                 f"{allowed} | {f.metadata['help']} |"
+            )
+    elif kind == "demo":
+        from verl_lambda.demo.cli import setting_flag
+
+        rows = ["| flag | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+        for f in setting_fields():
+            allowed = f.metadata["allowed"].describe("none")
+            rows.append(
+                f"| `{setting_flag(f.name)}` | {_default(getattr(defaults, f.name), '`none`')} | {allowed} | "
+                f"{f.metadata['help']} |"
             )
     else:
         raise ValueError(f"unknown settings table {kind!r}")

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-ARCHITECTURES = ("qwen2", "llama")
+from verl_lambda.demo.options import ARCHITECTURES, HEAD_SIZE, ModelSize
 
-
-@dataclass(frozen=True)
-class ModelSize:
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    max_positions: int = 32
+__all__ = ["ARCHITECTURES", "HEAD_SIZE", "ModelSize", "model_config", "build_model", "count_parameters"]
 
 
 def model_config(arch: str, vocab_size: int, size: ModelSize, tokenizer) -> dict:
@@ -40,9 +32,11 @@ def model_config(arch: str, vocab_size: int, size: ModelSize, tokenizer) -> dict
 def build_model(arch: str, config_kwargs: dict) -> torch.nn.Module:
     """A randomly initialised ``Qwen2ForCausalLM`` or ``LlamaForCausalLM`` (uses the current torch seed)."""
     if arch == "qwen2":
-        from transformers import Qwen2Config as Config, Qwen2ForCausalLM as Model
+        from transformers import Qwen2Config as Config
+        from transformers import Qwen2ForCausalLM as Model
     elif arch == "llama":
-        from transformers import LlamaConfig as Config, LlamaForCausalLM as Model
+        from transformers import LlamaConfig as Config
+        from transformers import LlamaForCausalLM as Model
     else:
         raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
     return Model(Config(**config_kwargs))
@@ -50,4 +44,3 @@ def build_model(arch: str, config_kwargs: dict) -> torch.nn.Module:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-

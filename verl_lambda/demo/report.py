@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
-from typing import Optional
 
-from verl_lambda.demo.methods import BASELINE, METHODS
+from verl_lambda.demo.methods import BASELINE, CLAMP_ONLY, METHODS
 
 RECORD_FIELDS = (
     "method",
@@ -53,14 +53,37 @@ def accuracy_curves(records: list[dict], method: str) -> dict[int, list[float]]:
     return {step: [acc[s] for s in sorted(seeds)] for step, acc in sorted(by_step.items()) if set(acc) == seeds}
 
 
-def summarise(records: list[dict], methods: list[str], threshold: Optional[float]) -> dict:
+def _per_seed_mean(curve: dict[int, list[float]], seeds: list[int]) -> dict[int, float]:
+    steps = list(curve)
+    later = [s for s in steps if s > 0] or steps
+    return {seed: _mean([curve[s][i] for s in later]) for i, seed in enumerate(seeds)}
+
+
+def paired(row: dict, reference: dict) -> dict:
+    """The per-seed difference in mean accuracy of ``row`` minus ``reference`` over their common seeds:
+    its mean, sd, standard error (None for one seed) and how many seeds are better / worse."""
+    mine, theirs = row["mean_accuracy_by_seed"], reference["mean_accuracy_by_seed"]
+    diffs = [mine[seed] - theirs[seed] for seed in sorted(set(mine) & set(theirs))]
+    n = len(diffs)
+    std = _std(diffs) if n else None
+    return {
+        "seeds": n,
+        "diff": _mean(diffs) if n else None,
+        "std": std,
+        "standard_error": std / math.sqrt(n) if n > 1 else None,
+        "seeds_better": sum(d > 0 for d in diffs),
+        "seeds_worse": sum(d < 0 for d in diffs),
+    }
+
+
+def summarise(records: list[dict], methods: list[str], threshold: float | None) -> dict:
     """Per method: start, final and mean accuracy over the seeds, steps to the threshold, and the
-    comparison with GRPO.
+    comparisons with GRPO and with the clamp-only ablation, paired by seed.
 
     ``threshold=None`` uses the mean starting accuracy + 0.10. Steps to the threshold are read on
     the seed-mean accuracy curve (None when it is never reached). "Mean accuracy" averages every
     evaluation after step 0 (the area under the curve, a learning-speed measure). Every method of
-    one seed starts from the same weights, so the comparison with GRPO is paired by seed.
+    one seed starts from the same weights, so the comparisons are paired by seed: ``paired[ref]``.
     """
     curves = {m: accuracy_curves(records, m) for m in methods}
     starts = [accs for m in methods for step, accs in curves[m].items() if step == 0]
@@ -70,33 +93,45 @@ def summarise(records: list[dict], methods: list[str], threshold: Optional[float
     rows = {}
     for m in methods:
         steps = list(curves[m])
+        seeds = sorted({r["seed"] for r in records if r["method"] == m})
         final = curves[m][steps[-1]]
-        later = [s for s in steps if s > 0] or steps
-        per_seed_mean = [_mean([curves[m][s][i] for s in later]) for i in range(len(final))]
+        by_seed = _per_seed_mean(curves[m], seeds)
         reached = next((s for s in steps if _mean(curves[m][s]) >= threshold), None)
         rows[m] = {
             "label": METHODS[m].label,
             "seeds": len(final),
+            "seed_ids": seeds,
             "start_accuracy": _mean(curves[m][steps[0]]),
             "final_accuracy": _mean(final),
             "final_accuracy_std": _std(final),
             "final_accuracy_per_seed": final,
-            "mean_accuracy": _mean(per_seed_mean),
-            "mean_accuracy_per_seed": per_seed_mean,
+            "mean_accuracy": _mean(list(by_seed.values())),
+            "mean_accuracy_per_seed": [by_seed[seed] for seed in seeds],
+            "mean_accuracy_by_seed": by_seed,
             "steps_to_threshold": reached,
             "final_step": steps[-1],
         }
+    references = [ref for ref in (BASELINE, CLAMP_ONLY) if ref in rows]
+    for name, row in rows.items():
+        row["paired"] = {ref: paired(row, rows[ref]) for ref in references if ref != name}
     if BASELINE in rows:
         base = rows[BASELINE]
         for row in rows.values():
             row["final_accuracy_ratio"] = _ratio(row["final_accuracy"], base["final_accuracy"])
             row["mean_accuracy_ratio"] = _ratio(row["mean_accuracy"], base["mean_accuracy"])
             row["steps_to_threshold_ratio"] = _ratio(row["steps_to_threshold"], base["steps_to_threshold"])
-            diffs = [a - b for a, b in zip(row["mean_accuracy_per_seed"], base["mean_accuracy_per_seed"])]
-            row["paired_mean_accuracy_diff"] = _mean(diffs)
-            row["paired_mean_accuracy_diff_std"] = _std(diffs)
-            row["seeds_better"] = sum(d > 0 for d in diffs)
-    return {"threshold": threshold, "baseline": BASELINE if BASELINE in rows else None, "methods": rows}
+            versus = paired(row, base)
+            row["paired_mean_accuracy_diff"] = versus["diff"]
+            row["paired_mean_accuracy_diff_std"] = versus["std"]
+            row["seeds_better"] = versus["seeds_better"]
+    for row in rows.values():
+        row["mean_accuracy_by_seed"] = {str(seed): value for seed, value in row["mean_accuracy_by_seed"].items()}
+    return {
+        "threshold": threshold,
+        "baseline": BASELINE if BASELINE in rows else None,
+        "clamp_only": CLAMP_ONLY if CLAMP_ONLY in rows else None,
+        "methods": rows,
+    }
 
 
 def _ratio(a, b):
@@ -109,65 +144,159 @@ def _fmt(value, pattern="{:.3f}", missing="—"):
     return missing if value is None else pattern.format(value)
 
 
-def summary_table(summary: dict) -> str:
-    """A plain-text table of the summary, with one verdict line per GRPO-λ method."""
+def machine_line(environment: dict) -> str:
+    """The sentence that says the numbers are one machine's (from metrics.json's ``environment``)."""
+    cpu = environment.get("cpu") or environment.get("machine") or "CPU"
+    load, load_end = environment.get("load_average_start"), environment.get("load_average_end")
+    torch = environment.get("torch")
+    where = f"{environment.get('cpu_count')}-core {cpu}, torch {torch}, {environment.get('threads')} thread(s)"
+    if environment.get("device", "cpu") != "cpu":
+        where = f"{environment['device']}, torch {torch}"
+    load_text = f", 1-minute load average {load[0]:.2f} at the start" if load else ""
+    if load and load_end:
+        load_text += f" and {load_end[0]:.2f} at the end"
+    return (
+        f"These numbers are one machine's ({where}{load_text}). Another machine rounds differently and the "
+        "runs diverge: on a second machine of the same kind, GRPO-λ took 1.25× "
+        "GRPO's steps to the threshold where docs/demo.md reports 0.6×. Read the paired mean-accuracy "
+        "differences, not steps to the threshold."
+    )
+
+
+def summary_table(summary: dict, machine: str | None = None) -> str:
+    """A plain-text table of the summary, the verdict lines, and ``machine`` (see :func:`machine_line`)."""
     threshold = summary["threshold"]
+    rows = summary["methods"]
+    width = max([len("method"), *(len(row["label"]) for row in rows.values())])
+    against_clamp = summary.get("clamp_only") is not None
     header = (
-        f"{'method':<17} {'start':>6} {'final acc (±sd)':>16} {'mean acc':>9} {'Δmean vs GRPO':>14} "
-        f"{f'steps to {threshold:.2f}':>14} {'final ÷GRPO':>12} {'steps ÷GRPO':>12}"
+        f"{'method':<{width}} {'start':>6} {'final acc (±sd)':>16} {'mean acc':>9} {'Δmean vs GRPO':>14} "
+        + (f"{'Δmean vs clamp':>15} " if against_clamp else "")
+        + f"{f'steps to {threshold:.2f}':>14} {'final ÷GRPO':>12} {'steps ÷GRPO':>12}"
     )
     lines = [header, "-" * len(header)]
-    for row in summary["methods"].values():
+    for row in rows.values():
         steps = _fmt(row["steps_to_threshold"], "{}", f">{row['final_step']}")
+        versus_clamp = row["paired"].get(summary.get("clamp_only"), {}).get("diff")
         lines.append(
-            f"{row['label']:<17} {row['start_accuracy']:>6.3f} "
+            f"{row['label']:<{width}} {row['start_accuracy']:>6.3f} "
             f"{row['final_accuracy']:>9.3f} ±{row['final_accuracy_std']:.3f} {row['mean_accuracy']:>9.3f} "
-            f"{_fmt(row.get('paired_mean_accuracy_diff'), '{:+.3f}'):>14} {steps:>14} "
+            f"{_fmt(row.get('paired_mean_accuracy_diff'), '{:+.3f}'):>14} "
+            + (f"{_fmt(versus_clamp, '{:+.3f}'):>15} " if against_clamp else "")
+            + f"{steps:>14} "
             f"{_fmt(row.get('final_accuracy_ratio'), '{:.2f}'):>12} "
             f"{_fmt(row.get('steps_to_threshold_ratio'), '{:.2f}'):>12}"
         )
     lines += [
         "",
         "start: greedy accuracy of the warmed-up model (held-out split); final: at the last step, ±sd over seeds;",
-        "mean acc: over all evaluations after step 0; Δmean: mean acc minus GRPO's, paired by seed;",
-        f"steps to {threshold:.2f}: first evaluation where the seed-mean accuracy reaches it.",
-        "GRPO-λ = negative-advantage clamp + eligibility trace; --lam 0 keeps only the clamp.",
+        "mean acc: over all evaluations after step 0; Δmean: mean acc minus GRPO's (or the clamp-only run's),",
+        f"paired by seed; steps to {threshold:.2f}: first evaluation where the seed-mean accuracy reaches it",
+        "(the dashed line in curves.png). GRPO-λ = negative-advantage clamp + eligibility trace; 'clamp only'",
+        "is GRPO-λ with λ = 0 (the identity trace): what the clamp alone does.",
+        "",
     ]
     lines.extend(verdicts(summary))
+    if machine:
+        lines += ["", machine]
     return "\n".join(lines)
 
 
-def verdicts(summary: dict) -> list[str]:
-    """One plain sentence per GRPO-λ method, from the paired per-seed difference in mean accuracy.
+#: two-sided 95 % quantiles of Student's t by degrees of freedom (seeds − 1); beyond 30, 2.0
+T_95 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
 
-    "better"/"worse" when the mean difference is more than two standard errors from 0, else
-    "no clear difference"; one seed gives no verdict.
-    """
-    rows = summary["methods"]
-    if summary["baseline"] is None:
-        return []
-    base = rows[summary["baseline"]]
+
+def t_95(seeds: int) -> float:
+    """The factor on the standard error beyond which a paired difference over ``seeds`` seeds is clear
+    (a two-sided paired t-test at 5 %): 12.7 for 2 seeds, 2.78 for 5."""
+    return T_95[seeds - 2] if seeds - 2 < len(T_95) else 2.0
+
+
+def judgement(comparison: dict) -> str:
+    """``"higher"`` or ``"lower"`` when the paired mean difference (:func:`paired`) is clear — more than
+    :func:`t_95` standard errors from 0 —, ``"unclear"`` when it is not, ``"one seed"`` without a
+    standard error."""
+    if comparison["standard_error"] is None:
+        return "one seed"
+    if abs(comparison["diff"]) > t_95(comparison["seeds"]) * comparison["standard_error"]:
+        return "higher" if comparison["diff"] > 0 else "lower"
+    return "unclear"
+
+
+_VERDICTS = {
+    "GRPO": {
+        "higher": "higher mean accuracy than GRPO",
+        "lower": "lower mean accuracy than GRPO",
+        "unclear": "no clear difference in mean accuracy from GRPO",
+        "one seed": "one seed: no verdict",
+    },
+    "clamp": {
+        "higher": "higher mean accuracy than the clamp alone: the trace adds to the clamp",
+        "lower": "lower mean accuracy than the clamp alone: the trace costs accuracy",
+        "unclear": "no clear difference from the clamp alone: the trace adds nothing measurable over the clamp",
+        "one seed": "one seed: no verdict",
+    },
+}
+
+
+def verdicts(summary: dict) -> list[str]:
+    """Plain sentences from the paired (by seed) difference in mean accuracy: every method against
+    GRPO, then every other GRPO-λ method against the clamp-only ablation (does the trace add anything
+    over the clamp?). "Clear" is a two-sided paired t-test at 5 % over the seeds (:func:`t_95`).
+    Steps to the threshold are quoted as a fact, never as the verdict."""
+    rows, threshold = summary["methods"], summary["threshold"]
     out = []
-    for name, row in rows.items():
-        if name == summary["baseline"]:
+    for reference, words in ((summary["baseline"], _VERDICTS["GRPO"]), (summary.get("clamp_only"), _VERDICTS["clamp"])):
+        if reference is None:
             continue
-        n, diff = row["seeds"], row["paired_mean_accuracy_diff"]
-        standard_error = row["paired_mean_accuracy_diff_std"] / math.sqrt(n) if n > 1 else None
-        if standard_error is None:
-            judgement = "one seed: no verdict"
-        elif abs(diff) > 2 * standard_error:
-            judgement = "learned faster than GRPO" if diff > 0 else "learned slower than GRPO"
-        else:
-            judgement = "no clear difference from GRPO"
+        base = rows[reference]
+        for name, row in rows.items():
+            if name in (summary["baseline"], reference) or reference not in row["paired"]:
+                continue
+            comparison = row["paired"][reference]
+            n = comparison["seeds"]
+            if n == 0:
+                continue
+            se = _fmt(comparison["standard_error"], " ± {:.3f} se", "")
+            steps = _fmt(row["steps_to_threshold"], "{}", f">{row['final_step']}")
+            base_steps = _fmt(base["steps_to_threshold"], "{}", f">{base['final_step']}")
+            out.append(
+                f"{row['label']} vs {base['label']}: mean accuracy {comparison['diff']:+.3f}{se} "
+                f"(paired by seed, higher on {comparison['seeds_better']}/{n}) -> {words[judgement(comparison)]}; "
+                f"final {row['final_accuracy']:.3f} vs {base['final_accuracy']:.3f}, "
+                f"steps to {threshold:.2f} {steps} vs {base_steps}."
+            )
+    if out and any(row["seeds"] < 5 for row in rows.values()):
         out.append(
-            f"{row['label']} vs GRPO: mean accuracy {diff:+.3f} (better on {row['seeds_better']}/{n} seeds), "
-            f"final accuracy {row['final_accuracy']:.3f} vs {base['final_accuracy']:.3f}: {judgement}."
+            "Clear = a paired t-test at 5 % over the seeds; with 2 seeds only very consistent differences "
+            "are clear: --seeds 5 for a verdict (docs/demo.md has five-seed tables)."
         )
     return out
 
 
+def _without_home(value, home: str):
+    """``value`` with every absolute path under ``home`` written ``~/...`` (metrics.json is shared)."""
+    if isinstance(value, str):
+        if value == home:
+            return "~"
+        return value.replace(home + os.sep, "~" + os.sep)
+    if isinstance(value, dict):
+        return {key: _without_home(item, home) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_home(item, home) for item in value]
+    return value
+
+
 def write_metrics(path: Path, run_info: dict, records: list[dict], summary: dict) -> None:
+    """metrics.json: ``run``, ``summary`` and ``records``; paths under the home folder as ``~/...``."""
     document = {"run": run_info, "summary": summary, "records": [complete_record(r) for r in records]}
+    home = str(Path.home())
+    if home not in ("", os.sep):
+        document = _without_home(document, home)
     Path(path).write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -187,8 +316,10 @@ def _band(records, method, field, smoothing=1):
     return steps, [_mean(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
 
 
-def plot_curves(path: Path, records: list[dict], methods: list[str], title: str) -> None:
-    """Train reward and eval accuracy against step: seed mean (line) and min–max over seeds (band)."""
+def plot_curves(path: Path | None, records: list[dict], methods: list[str], title: str, threshold: float | None = None):
+    """Train reward and eval accuracy against step: seed mean (line) and min–max over seeds (band),
+    and the accuracy threshold of "steps to X" (a dashed line, ``gid="threshold"``). Saves the figure
+    to ``path`` (unless None) and returns it (closed: for inspection only)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,14 +336,25 @@ def plot_curves(path: Path, records: list[dict], methods: list[str], title: str)
             steps, mean, low, high = _band(records, method, field, smoothing)
             axis.plot(steps, mean, color=color, label=label, marker="o" if field == "eval_accuracy" else None, ms=3)
             axis.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+    if threshold is not None:
+        accuracy_axis.axhline(
+            threshold,
+            color="0.35",
+            linestyle="--",
+            linewidth=1,
+            label=f"threshold {threshold:.2f} (steps to)",
+            gid="threshold",
+        )
     reward_axis.set(
         xlabel="RL step", ylabel=f"train reward ({REWARD_SMOOTHING}-step moving average)", title="Sampled responses"
     )
     accuracy_axis.set(xlabel="RL step", ylabel="greedy accuracy, held-out split", title="Evaluation")
     for axis in (reward_axis, accuracy_axis):
         axis.grid(alpha=0.3)
-        axis.legend(loc="lower right")
+        axis.legend(loc="lower right", fontsize="small")
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    if path is not None:
+        figure.savefig(path, dpi=120)
     plt.close(figure)
+    return figure

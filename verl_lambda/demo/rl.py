@@ -14,37 +14,21 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from verl_lambda.core.settings import ESTIMATOR, LOSS, GRPOLambdaSettings
 from verl_lambda.demo.methods import Method
 from verl_lambda.demo.model import build_model
+from verl_lambda.demo.options import RESPONSE_LENGTH, RLSettings
 from verl_lambda.demo.policy import generate, greedy_accuracy, response_log_probs, response_mask
-from verl_lambda.demo.tasks import RESPONSE_LENGTH, TaskData
+from verl_lambda.demo.tasks import TaskData
+
+__all__ = ["MAX_NEW_TOKENS", "RLSettings", "import_verl", "VerlUpdate", "train"]
 
 MAX_NEW_TOKENS = RESPONSE_LENGTH + 2
-
-
-@dataclass(frozen=True)
-class RLSettings:
-    steps: int = 150
-    prompts_per_step: int = 16
-    group_size: int = 8
-    mini_batches: int = 2  # PPO updates per step (one epoch over the batch)
-    lr: float = 1e-4  # AdamW, the same for every method
-    warmup_steps: int = 10  # linear learning-rate warm-up, in RL steps
-    adam_betas: tuple = (0.9, 0.999)
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    clip_ratio: float = 0.2
-    eval_every: int = 10
-    lam: float = 0.99
-    trace_norm: str = "none"
-    adv_clamp: Optional[float] = -0.1
 
 
 def import_verl():
@@ -72,17 +56,25 @@ def import_verl():
 class VerlUpdate:
     """Advantages and policy loss of one method, through verl."""
 
-    def __init__(self, method: Method, settings: RLSettings):
+    def __init__(self, method: Method, settings: RLSettings, grpo_lambda: GRPOLambdaSettings | None = None):
+        """``grpo_lambda``: the method's GRPO-λ settings (:meth:`Method.settings`); unused by GRPO."""
         from omegaconf import OmegaConf
 
-        (self.DataProto, self.compute_advantage, get_policy_loss_fn, ActorConfig, PolicyLossConfig, GRPOLambdaLossConfig) = (
-            import_verl()
-        )
+        (
+            self.DataProto,
+            self.compute_advantage,
+            get_policy_loss_fn,
+            ActorConfig,
+            PolicyLossConfig,
+            GRPOLambdaLossConfig,
+        ) = import_verl()
         self.method = method
-        if method.trace is None:
-            policy_loss = PolicyLossConfig(loss_mode=method.loss_mode)
+        if method.is_grpo_lambda:
+            self.grpo_lambda = grpo_lambda if grpo_lambda is not None else method.settings(GRPOLambdaSettings())
+            policy_loss = GRPOLambdaLossConfig(**self.grpo_lambda.of(LOSS))
         else:
-            policy_loss = GRPOLambdaLossConfig(lam=settings.lam, trace=method.trace, trace_norm=settings.trace_norm)
+            self.grpo_lambda = None
+            policy_loss = PolicyLossConfig(loss_mode=method.loss_mode)
         batch = settings.prompts_per_step * settings.group_size
         self.actor_config = ActorConfig(
             strategy="fsdp",
@@ -96,13 +88,10 @@ class VerlUpdate:
             use_torch_compile=False,
             policy_loss=policy_loss,
         )
-        self.algorithm_config = OmegaConf.create(
-            {
-                "adv_estimator": method.estimator,
-                "norm_adv_by_std_in_grpo": True,
-                "grpo_lambda": {"adv_clamp": settings.adv_clamp},
-            }
-        )
+        algorithm = {"adv_estimator": method.estimator, "norm_adv_by_std_in_grpo": True}
+        if self.grpo_lambda is not None:
+            algorithm["grpo_lambda"] = self.grpo_lambda.of(ESTIMATOR)
+        self.algorithm_config = OmegaConf.create(algorithm)
         self.loss_fn = get_policy_loss_fn(method.loss_mode)
 
     def advantages(self, rewards: torch.Tensor, mask: torch.Tensor, group_ids: np.ndarray) -> torch.Tensor:
@@ -152,9 +141,12 @@ def train(
     data: TaskData,
     settings: RLSettings,
     device,
+    grpo_lambda: GRPOLambdaSettings | None = None,
 ) -> list[dict]:
-    """One RL run from ``start_weights``; one record per step (step 0 is the starting point)."""
-    update = VerlUpdate(method, settings)
+    """One RL run from ``start_weights``; one record per step (step 0 is the starting point).
+
+    ``grpo_lambda``: the method's GRPO-λ settings (default: its fixed settings over the defaults)."""
+    update = VerlUpdate(method, settings, grpo_lambda)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = build_model(arch, config_kwargs)
@@ -166,13 +158,15 @@ def train(
     warmup = max(1, settings.warmup_steps * settings.mini_batches)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda update: min(1.0, (update + 1) / warmup))
     tokenizer = data.tokenizer
-    group_ids = np.array([f"p{i}" for i in range(settings.prompts_per_step) for _ in range(settings.group_size)], dtype=object)
+    group_ids = np.array(
+        [f"p{i}" for i in range(settings.prompts_per_step) for _ in range(settings.group_size)], dtype=object
+    )
 
     def evaluate() -> float:
         return greedy_accuracy(model, data, data.eval_problems, MAX_NEW_TOKENS, device)
 
     records = [{"method": method.name, "seed": seed, "step": 0, "eval_accuracy": evaluate()}]
-    bar = tqdm(range(1, settings.steps + 1), desc=f"{method.label:<16} seed {seed}", leave=True, dynamic_ncols=True)
+    bar = tqdm(range(1, settings.steps + 1), desc=f"{method.label:<20} seed {seed}", leave=True, dynamic_ncols=True)
     for step in bar:
         rows = torch.randint(len(data.train_problems), (settings.prompts_per_step,), generator=generator)
         problems = data.train_problems[rows].repeat_interleave(settings.group_size, dim=0)

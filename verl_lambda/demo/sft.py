@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -18,28 +18,18 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from verl_lambda.demo.model import build_model
+from verl_lambda.demo.options import SFTSettings, default_cache_dir
 from verl_lambda.demo.policy import greedy_accuracy
 from verl_lambda.demo.tasks import EVAL_SPLIT_SEED, RESPONSE_LENGTH, TaskData
+
+__all__ = ["CACHE_FORMAT", "SFTSettings", "default_cache_dir", "checkpoint_path", "warm_up", "load_or_warm_up"]
 
 CACHE_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class SFTSettings:
-    target_accuracy: float = 0.6  # stop once greedy accuracy on a probe of training problems reaches this
-    max_steps: int = 3000
-    batch_size: int = 64
-    lr: float = 1e-3
-    check_every: int = 25
-    probe_size: int = 256
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "verl-lambda" / "demo"
-
-
-def checkpoint_path(cache_dir: Path, arch: str, config_kwargs: dict, data: TaskData, settings: SFTSettings, seed: int) -> Path:
+def checkpoint_path(
+    cache_dir: Path, arch: str, config_kwargs: dict, data: TaskData, settings: SFTSettings, seed: int
+) -> Path:
     key = json.dumps(
         {
             "format": CACHE_FORMAT,
@@ -64,7 +54,8 @@ def warm_up(model, data: TaskData, settings: SFTSettings, seed: int, device) -> 
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
     model.train()
     accuracy, step = 0.0, 0
-    bar = tqdm(total=settings.max_steps, desc=f"SFT warm-up  seed {seed}", leave=True, dynamic_ncols=True)
+    # the total is the step limit; the warm-up usually stops well before it, when the target is reached
+    bar = tqdm(total=settings.max_steps, desc=f"{'SFT warm-up':<20} seed {seed}", leave=True, dynamic_ncols=True)
     for step in range(1, settings.max_steps + 1):
         rows = torch.randint(len(data.train_problems), (settings.batch_size,), generator=generator)
         problems = data.train_problems[rows]
@@ -79,8 +70,8 @@ def warm_up(model, data: TaskData, settings: SFTSettings, seed: int, device) -> 
             accuracy = greedy_accuracy(model, data, probe, RESPONSE_LENGTH + 2, device)
             bar.set_postfix(loss=f"{loss.item():.3f}", probe_acc=f"{accuracy:.2f}")
             if accuracy >= settings.target_accuracy:
+                bar.set_postfix(loss=f"{loss.item():.3f}", probe_acc=f"{accuracy:.2f}", stopped="target reached")
                 break
-    bar.total = step
     bar.close()
     return {"steps": step, "probe_accuracy": accuracy, "reached_target": accuracy >= settings.target_accuracy}
 
@@ -88,11 +79,14 @@ def warm_up(model, data: TaskData, settings: SFTSettings, seed: int, device) -> 
 def load_or_warm_up(
     arch: str, config_kwargs: dict, data: TaskData, settings: SFTSettings, seed: int, cache_dir, device
 ) -> tuple[dict, dict]:
-    """The warmed-up weights (a CPU state dict) and the warm-up summary, from the cache when present."""
+    """The warmed-up weights (a CPU state dict) and the warm-up summary, from the cache when present.
+
+    The summary names the checkpoint by its file name in ``cache_dir`` (``file``), never by an
+    absolute path: it goes into metrics.json."""
     path = checkpoint_path(cache_dir, arch, config_kwargs, data, settings, seed) if cache_dir else None
     if path is not None and path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        return saved["state_dict"], {**saved["info"], "cached": True, "path": str(path)}
+        return saved["state_dict"], {**saved["info"], "cached": True, "file": path.name}
     torch.manual_seed(seed)
     model = build_model(arch, config_kwargs).to(device)
     info = warm_up(model, data, settings, seed, device)
@@ -102,4 +96,4 @@ def load_or_warm_up(
         partial = path.with_suffix(f".tmp{os.getpid()}")
         torch.save({"state_dict": state_dict, "info": info}, partial)
         os.replace(partial, path)
-    return state_dict, {**info, "cached": False, "path": None if path is None else str(path)}
+    return state_dict, {**info, "cached": False, "file": None if path is None else path.name}

@@ -18,39 +18,13 @@ swapping the operands, so no evaluation problem is seen in training in either or
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import torch
 
+from verl_lambda.demo.options import EVAL_SPLIT_SEED, PROMPT_LENGTH, RESPONSE_LENGTH, TASKS, Task
 from verl_lambda.demo.tokenizer import CharTokenizer
 
-EVAL_SPLIT_SEED = 20251001
-PROMPT_LENGTH = 7  # <bos> + "ab+cd:"
-RESPONSE_LENGTH = 10  # 9 characters + <eos>
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    decisive: str  # where the decisive tokens sit in the response: "early" or "late"
-    answer_first: bool
-    description: str
-
-    def prompt(self, a: int, b: int) -> str:
-        return f"{a:02d}+{b:02d}:"
-
-    def target(self, a: int, b: int) -> str:
-        answer, check = f"{a + b:03d}", f"{b:02d}+{a:02d}"
-        return f"{answer}={check}" if self.answer_first else f"{check}={answer}"
-
-
-TASKS = {
-    task.name: task
-    for task in (
-        Task("answer_first", "early", True, "sum first, then the check: 23+45: -> 068=45+23"),
-        Task("answer_last", "late", False, "the check first, then the sum: 23+45: -> 45+23=068"),
-    )
-}
+__all__ = ["EVAL_SPLIT_SEED", "PROMPT_LENGTH", "RESPONSE_LENGTH", "TASKS", "Task", "TaskData"]
 
 
 class TaskData:
