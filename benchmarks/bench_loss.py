@@ -148,7 +148,7 @@ def measure(methods, inputs, device, rounds=5):
 @contextlib.contextmanager
 def naive_trace():
     """Swap the trace for the L×L weight-matrix form (right-padded rows only, as in the benchmark)."""
-    fast = objective.apply_trace
+    fast, fast_masked = objective.apply_trace, objective.masked_trace
 
     def dense(log_ratio, mask, settings):
         pos = torch.arange(log_ratio.shape[-1], device=log_ratio.device, dtype=torch.float32)
@@ -164,18 +164,18 @@ def naive_trace():
         x = torch.where(mask, log_ratio.float(), 0.0)
         return torch.where(mask, x @ w.T, 0.0)
 
-    objective.apply_trace = dense
+    objective.apply_trace = objective.masked_trace = dense
     try:
         yield
     finally:
-        objective.apply_trace = fast
+        objective.apply_trace, objective.masked_trace = fast, fast_masked
 
 
 @contextlib.contextmanager
 def authors_dense_trace():
     """Swap the trace for the authors' per-sequence form: one dense n×n matrix per response, stacked
     into B×L×L and applied with a batched matrix product (B·L² memory)."""
-    fast = objective.apply_trace
+    fast, fast_masked = objective.apply_trace, objective.masked_trace
 
     def dense(values, mask, settings):
         from verl_lambda.core.trace import trace_weights
@@ -187,11 +187,11 @@ def authors_dense_trace():
         x = torch.where(mask, values.float(), 0.0)
         return torch.where(mask, torch.bmm(w, x.unsqueeze(-1)).squeeze(-1), 0.0)
 
-    objective.apply_trace = dense
+    objective.apply_trace = objective.masked_trace = dense
     try:
         yield
     finally:
-        objective.apply_trace = fast
+        objective.apply_trace, objective.masked_trace = fast, fast_masked
 
 
 def bench_estimator(rows, length, device):

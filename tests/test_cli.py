@@ -7,9 +7,7 @@ import pytest
 
 
 def verl_lambda(*argv, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "verl_lambda", *argv], capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "verl_lambda", *argv], capture_output=True, text=True, timeout=timeout)
 
 
 def test_the_top_level_help_lists_every_command():

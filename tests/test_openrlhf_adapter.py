@@ -10,7 +10,10 @@ are missing:
 * ``vllm`` (``SamplingParams``, ``vllm.inputs.TokensPrompt``, ``vllm.utils.random_uuid``), imported
   by ``openrlhf.trainer.ray`` and ``openrlhf.trainer.ppo_utils.samples_generator``.
 
-Nothing under test calls into them; every placeholder function raises if called.
+Nothing under test calls into them; every placeholder function raises if called. The placeholders
+live in ``sys.modules`` only while OpenRLHF's modules are imported (:func:`gpu_stubs`): other test
+files in the same process (verl's ``unpad_input`` picks ``flash_attn`` when it is importable) must
+never see them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import subprocess
 import sys
 import types
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -61,18 +65,29 @@ def install_gpu_stubs() -> list[str]:
             module = types.ModuleType(name)
             # transformers probes importlib.util.find_spec("flash_attn"), which needs a __spec__.
             module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-            module.__dict__.update(attrs)
+            module.__dict__.update(attrs, __placeholder__=True)
             sys.modules[name] = module
             stubbed.append(name)
     return stubbed
 
 
-install_gpu_stubs()
+@contextmanager
+def gpu_stubs():
+    """The placeholders in ``sys.modules`` for the duration of the block, and never after it."""
+    stubbed = install_gpu_stubs()
+    try:
+        yield stubbed
+    finally:
+        for name in stubbed:
+            sys.modules.pop(name, None)
 
-import openrlhf.models.loss as orl_loss  # noqa: E402
-import openrlhf.trainer.ppo_utils.experience_maker as orl_maker  # noqa: E402
-from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
-from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController  # noqa: E402
+
+with gpu_stubs():
+    import openrlhf.cli.train_ppo_ray  # noqa: F401  (the launcher runs this module)
+    import openrlhf.models.loss as orl_loss
+    import openrlhf.trainer.ppo_utils.experience_maker as orl_maker
+    from openrlhf.trainer.ppo_utils.experience import Experience
+    from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
 
 from verl_lambda.cli import DRY_RUN_ENV  # noqa: E402
 from verl_lambda.core.settings import LOSS, GRPOLambdaSettings, env_var, setting_fields  # noqa: E402
@@ -93,9 +108,12 @@ def _restore_openrlhf():
 # ───────────────────────────────────────────────────────────────────── installation
 
 
-def test_openrlhf_imports_and_passes_the_compatibility_checks():
-    import openrlhf.cli.train_ppo_ray  # noqa: F401  (the launcher runs this module)
+def test_no_placeholder_outlives_the_openrlhf_imports():
+    leaked = [name for name, module in list(sys.modules.items()) if vars(module).get("__placeholder__") is True]
+    assert not leaked, f"placeholders left in sys.modules (other tests would import them): {leaked}"
 
+
+def test_openrlhf_imports_and_passes_the_compatibility_checks():
     version = patch.check_openrlhf()
     assert version is not None and version.startswith("0.11.")
     assert tuple(inspect.signature(ORIGINAL_FORWARD).parameters)[-3:] == (

@@ -1,8 +1,8 @@
 """verl-lambda: GRPO-λ (token-level credit assignment through eligibility traces) for verl.
 
-The maths (:mod:`verl_lambda.trace`, :mod:`verl_lambda.objective`) is plain torch and imports no
-framework. verl glue lives in :mod:`verl_lambda.config` and :mod:`verl_lambda.register`; importing
-either registers the ``grpo_lambda`` advantage estimator and policy loss with verl.
+The maths (:mod:`verl_lambda.core`: settings, trace, objective, group advantage) is plain torch and
+imports no framework. verl glue lives in :mod:`verl_lambda.config` and :mod:`verl_lambda.register`;
+importing either registers the ``grpo_lambda`` advantage estimator and policy loss with verl.
 """
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ overrides, ``--config-name ppo_megatron_trainer`` or ``model_engine=megatron``) 
    driver's ``VERL_USE_EXTERNAL_MODULES``, those already listed under that key, and
    ``verl_lambda.register`` (each once), so every Ray process registers the plugin and keeps the
    user's own extensions (a runtime-env variable replaces the one a worker would inherit);
-2. checks it as a whole (:func:`verl_lambda.launch_checks.check_launch`) and runs verl's own
+2. checks it as a whole (:func:`verl_lambda.launch.check_launch`) and runs verl's own
    ``validate_config``; any problem ends the launch with one line on stderr and exit status 2;
 3. prints the resolved GRPO-λ settings and the effective batch / length numbers;
 4. hands the same arguments to ``verl.trainer.main_ppo.main`` — or, in a dry run, exits 0

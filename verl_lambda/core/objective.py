@@ -25,7 +25,7 @@ import functools
 import torch
 
 from verl_lambda.core.settings import GRPOLambdaSettings
-from verl_lambda.core.trace import apply_trace, exact_precision
+from verl_lambda.core.trace import apply_trace, exact_precision, masked_trace
 
 __all__ = ["LOG_RATIO_GUARD", "token_losses"]
 
@@ -65,18 +65,35 @@ def token_losses(
         )  # fmt: skip
 
 
+class _GuardedLogRatio(torch.autograd.Function):
+    """x = clamp(log_ratio, −20, 20) with NaN as 0 and 0 at masked positions, and the mask of the
+    tokens kept as they were; the gradient passes where kept (as through ``clamp``), 0 elsewhere.
+    A Function so that autograd keeps one boolean and allocates nothing beyond the output."""
+
+    @staticmethod
+    def forward(ctx, log_ratio: torch.Tensor, mask: torch.Tensor):
+        x = log_ratio.clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD).nan_to_num_(nan=0.0).masked_fill_(~mask, 0.0)
+        kept = (x == log_ratio) & mask  # False for NaN (NaN ≠ NaN) and beyond ±20
+        ctx.save_for_backward(kept)
+        ctx.mark_non_differentiable(kept)
+        return x, kept
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _grad_kept: torch.Tensor):
+        (kept,) = ctx.saved_tensors
+        return grad.masked_fill(~kept, 0.0), None
+
+
 def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
                   clip_ratio_low, clip_ratio_high, clip_ratio_c, rollout_is_weights):  # fmt: skip
     mask = response_mask.bool()
     dtype = functools.reduce(torch.promote_types, (log_prob.dtype, old_log_prob.dtype, advantages.dtype, torch.float32))
     log_ratio = log_prob.to(dtype) - old_log_prob.to(dtype)
     # As vanilla: each token log-ratio is clamped to ±20 before it enters the trace (so one −inf
-    # log-prob cannot turn its neighbours into NaN); a NaN log-ratio counts as 0. Both are reported.
-    token_guarded = ~(log_ratio.abs() <= LOG_RATIO_GUARD) & mask
-    zero = torch.zeros((), dtype=dtype, device=log_ratio.device)
-    log_ratio = torch.where(mask, log_ratio.nan_to_num(nan=0.0).clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD), zero)
+    # log-prob cannot turn its neighbours into NaN); a NaN log-ratio counts as 0; masked positions are 0.
+    log_ratio, kept = _GuardedLogRatio.apply(log_ratio, mask)
     if settings.trace_application == "ratio":
-        traced = apply_trace(log_ratio, mask, settings)
+        traced = masked_trace(log_ratio, mask, settings)
         guarded = traced.clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD)
         eligibility = None
     else:  # vanilla's per-token ratio, its loss weighted by the trace of 1 + σ(log π − 1) (gradients flow through it)
@@ -120,6 +137,6 @@ def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
             "guard_frac": torch.count_nonzero(abs_traced > LOG_RATIO_GUARD) / count
             if eligibility is None
             else torch.zeros((), dtype=dtype, device=ratio.device),
-            "token_guard_frac": torch.count_nonzero(token_guarded) / count,
+            "token_guard_frac": (torch.count_nonzero(mask) - torch.count_nonzero(kept)) / count,
         }
     return losses, stats

@@ -44,7 +44,14 @@ import torch
 
 from verl_lambda.core.settings import GRPOLambdaSettings
 
-__all__ = ["apply_trace", "apply_trace_reference", "trace_weights", "discounted_cumsum", "exact_precision"]
+__all__ = [
+    "apply_trace",
+    "apply_trace_reference",
+    "masked_trace",
+    "trace_weights",
+    "discounted_cumsum",
+    "exact_precision",
+]
 
 _CHUNK = 64
 
@@ -238,13 +245,17 @@ def apply_trace(
     """
     _check_shapes(values, mask)
     with exact_precision(values.device):
-        return _apply_trace(values, mask, settings)
+        dtype = _compute_dtype(values)
+        valid = mask.bool()
+        return masked_trace(
+            torch.where(valid, values.to(dtype), torch.zeros((), dtype=dtype, device=values.device)), valid, settings
+        )
 
 
-def _apply_trace(values: torch.Tensor, mask: torch.Tensor, settings: GRPOLambdaSettings) -> torch.Tensor:
-    dtype = _compute_dtype(values)
-    valid = mask.bool()
-    x = torch.where(valid, values.to(dtype), torch.zeros((), dtype=dtype, device=values.device))
+def masked_trace(x: torch.Tensor, valid: torch.Tensor, settings: GRPOLambdaSettings) -> torch.Tensor:
+    """:func:`apply_trace` of values that are already 0 at masked positions and in float32 or float64
+    (``valid`` a bool mask); the caller runs it with autocast off (:func:`exact_precision`)."""
+    dtype = x.dtype
     batch, length = x.shape
     if length == 0:
         return x
