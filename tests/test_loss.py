@@ -203,6 +203,24 @@ def test_guard_fires_and_is_reported():
     assert metrics["actor/grpo_lambda/trace_abs_max"] == pytest.approx(30.0)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_trace_diagnostics_equal_the_float64_trace_on_both_sides_of_the_guard(seed):
+    # ℓ reaches beyond −20 on some rows and beyond +20 on others (λ = 1 sums the log-ratios), so
+    # trace_abs_max, trace_abs_mean and guard_frac must count |ℓ|, not ℓ.
+    old, new, adv, mask, _ = batch(seed, n=8, length=40, spread=0.0)
+    g = torch.Generator().manual_seed(100 + seed)
+    step = torch.where(torch.rand(8, 1, generator=g, dtype=torch.float64) < 0.5, -1.0, 1.0).double()
+    new = old + step * (0.5 + torch.rand(8, 40, generator=g, dtype=torch.float64))
+    settings = dict(lam=1.0, gamma=1.0, trace="recent", trace_epsilon=0.0, trace_norm="none")
+    _, metrics = call_loss("grpo_lambda", actor_config(GRPOLambdaLossConfig(**settings)), old, new, adv, mask,
+                           "token-mean")  # fmt: skip
+    ell = spec.trace(new - old, mask, 1.0, 1.0, "recent", 0.0, "none")[mask.bool()]
+    assert (ell < -20).any() and (ell > 20).any(), "the inputs must put ℓ past the guard on both sides"
+    assert metrics["actor/grpo_lambda/trace_abs_max"] == pytest.approx(ell.abs().max().item(), rel=1e-9)
+    assert metrics["actor/grpo_lambda/trace_abs_mean"] == pytest.approx(ell.abs().mean().item(), rel=1e-9)
+    assert metrics["actor/grpo_lambda/guard_frac"] == pytest.approx((ell.abs() > 20).double().mean().item(), rel=1e-12)
+
+
 def test_plain_policy_loss_config_is_refused_with_the_target_hint():
     old, new, adv, mask, _ = batch(1)
     with pytest.raises(TypeError, match=r"_target_=verl_lambda\.config\.GRPOLambdaLossConfig"):

@@ -88,12 +88,12 @@ def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
                   clip_ratio_low, clip_ratio_high, clip_ratio_c, rollout_is_weights):  # fmt: skip
     mask = response_mask.bool()
     dtype = functools.reduce(torch.promote_types, (log_prob.dtype, old_log_prob.dtype, advantages.dtype, torch.float32))
-    log_ratio = log_prob.to(dtype) - old_log_prob.to(dtype)
     # As vanilla: each token log-ratio is clamped to ±20 before it enters the trace (so one −inf
     # log-prob cannot turn its neighbours into NaN); a NaN log-ratio counts as 0; masked positions are 0.
-    log_ratio, kept = _GuardedLogRatio.apply(log_ratio, mask)
+    log_ratio, kept = _GuardedLogRatio.apply(log_prob.to(dtype) - old_log_prob.to(dtype), mask)
     if settings.trace_application == "ratio":
         traced = masked_trace(log_ratio, mask, settings)
+        del log_ratio  # one B×L buffer fewer alive while the surrogate's temporaries exist (the peak)
         guarded = traced.clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD)
         eligibility = None
     else:  # vanilla's per-token ratio, its loss weighted by the trace of 1 + σ(log π − 1) (gradients flow through it)
@@ -121,7 +121,9 @@ def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
         # token count needs the mask. A clip is active where ρ leaves [1−ε_low, 1+ε_high] on the
         # side the sign of A penalises (vanilla's pg_losses2 > pg_losses1).
         count = torch.count_nonzero(mask).clamp(min=1).to(dtype)
-        abs_traced = traced.detach().abs()
+        # |ℓ| statistics as reductions of ℓ itself: no B×L temporary at the loss's memory peak.
+        traced = traced.detach()
+        lowest, highest = traced.aminmax() if traced.numel() else (traced.new_zeros(()), traced.new_zeros(()))
         clipped_high = (ratio > 1.0 + clip_ratio_high) & (advantages > 0)
         clipped_low = (ratio < 1.0 - clip_ratio_low) & negative
         stats = {
@@ -130,11 +132,12 @@ def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
             "pg_clipfrac_lower": torch.count_nonzero((ratio > clip_ratio_c) & negative) / count
             if clip_ratio_c is not None
             else torch.zeros((), dtype=dtype, device=ratio.device),
-            "trace_abs_mean": abs_traced.sum() / count,
-            "trace_abs_max": abs_traced.max()
-            if abs_traced.numel()
-            else torch.zeros((), dtype=dtype, device=ratio.device),
-            "guard_frac": torch.count_nonzero(abs_traced > LOG_RATIO_GUARD) / count
+            "trace_abs_mean": torch.linalg.vector_norm(traced, ord=1) / count,
+            "trace_abs_max": torch.maximum(-lowest, highest),
+            "guard_frac": (
+                torch.count_nonzero(traced > LOG_RATIO_GUARD) + torch.count_nonzero(traced < -LOG_RATIO_GUARD)
+            )
+            / count
             if eligibility is None
             else torch.zeros((), dtype=dtype, device=ratio.device),
             "token_guard_frac": (torch.count_nonzero(mask) - torch.count_nonzero(kept)) / count,
