@@ -124,6 +124,29 @@ def _with_autocast(ctx, device):
     return both
 
 
+@contextlib.contextmanager
+def always_compact():
+    """The trace as it runs on an accelerator: rows are always compacted (a scatter and a gather),
+    since asking whether a row has holes would cost a device-to-host sync."""
+    from verl_lambda.core import trace
+
+    probe = trace._has_gaps
+    trace._has_gaps = lambda valid: valid.shape[-1] >= 2
+    try:
+        yield
+    finally:
+        trace._has_gaps = probe
+
+
+def _with_always_compact(ctx):
+    @contextlib.contextmanager
+    def both():
+        with ctx(), always_compact():
+            yield
+
+    return both
+
+
 def measure(methods, inputs, device, rounds=5):
     """Median time and peak memory per method; rounds interleave the methods so load drifts cancel."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -258,6 +281,11 @@ def main():
     parser.add_argument(
         "--autocast", action="store_true", help="call every loss inside torch.autocast(bfloat16), as verl's engine does"
     )
+    parser.add_argument(
+        "--always-compact",
+        action="store_true",
+        help="compact every row as on an accelerator (on the CPU rows without holes skip it)",
+    )
     parser.add_argument("--estimator-rows", type=int, default=8192)
     parser.add_argument("--estimator-length", type=int, default=16384)
     parser.add_argument("--device", default="cpu")
@@ -293,6 +321,8 @@ def main():
                 if authors_gib <= args.authors_max_gib:
                     authors = GRPOLambdaLossConfig(**STYLES[AUTHORS])
                     methods.append(("authors-BxLxL", "grpo_lambda", authors, authors_dense_trace))
+                if args.always_compact:
+                    methods = [m if m[0] == "vanilla" else (*m[:3], _with_always_compact(m[3])) for m in methods]
                 if args.autocast:
                     methods = [(label, name, cfg, _with_autocast(ctx, device)) for label, name, cfg, ctx in methods]
                 measured = measure(methods, inputs, device, rounds=args.rounds)
@@ -354,6 +384,7 @@ def main():
         torch=torch.__version__,
         command=" ".join(sys.argv),
         autocast=args.autocast,
+        always_compact=args.always_compact,
         load_average=os.getloadavg(),
     )
     (out / f"loss_{tag}.json").write_text(json.dumps(dict(meta=meta, loss=results, estimator=estimator), indent=1))
