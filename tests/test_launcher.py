@@ -294,6 +294,18 @@ def test_ray_job_without_the_runtime_env_gets_a_warning():
     assert not any("runtime_env.yaml" in w for w in check_launch(cfg, True, environ=ok).warnings)
 
 
+@pytest.mark.parametrize("version", ["0.7.1", "0.8.0"])
+def test_ray_job_without_the_runtime_env_is_refused_where_verl_loads_no_entry_points(version):
+    from verl_lambda.launch.grpo_lambda import check_job_environment
+
+    job = {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}
+    with pytest.raises(LaunchError, match=rf"verl {version} loads no plugin entry points.*runtime_env\.yaml"):
+        check_job_environment(job, verl_version=version)
+    assert check_job_environment({**job, "VERL_USE_EXTERNAL_MODULES": "verl_lambda.register"}, version) == []
+    assert check_job_environment({}, version) == []  # not a Ray job: the launcher's runtime env carries it
+    assert len(check_job_environment(job, verl_version="0.9.0")) == 1  # a warning only
+
+
 @pytest.mark.parametrize(
     "driver, command_line, expected",
     [

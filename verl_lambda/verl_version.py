@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib.metadata
 
-__all__ = ["UnsupportedVerl", "supported_verl", "installed_verl", "check_verl_version"]
+__all__ = ["UnsupportedVerl", "supported_verl", "installed_verl", "check_verl_version", "loads_entry_points"]
+
+FIRST_WITH_ENTRY_POINTS = "0.9.0"  # verl loads the `verl.plugins` entry points from this release on
 
 DISTRIBUTION = "verl-lambda"
 
@@ -60,3 +62,10 @@ def check_verl_version(version: str | None = None, supported: str | None = None,
             f"(pip install 'verl{supported}')"
         )
     return version
+
+
+def loads_entry_points(version: str | None = None) -> bool:
+    """Whether ``import verl`` (the installed one, or ``version``) loads the ``verl.plugins`` entry points."""
+    from packaging.version import Version
+
+    return Version(installed_verl() if version is None else version) >= Version(FIRST_WITH_ENTRY_POINTS)

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from packaging.version import Version
 
+from verl_lambda.verl_version import FIRST_WITH_ENTRY_POINTS, loads_entry_points
+
 REPO = Path(__file__).resolve().parents[2]
 VERL_VERSION = importlib.metadata.version("verl")
 VERL_ROOT = Path(importlib.util.find_spec("verl").origin).parent
@@ -100,7 +102,9 @@ def detect_features(version: str | None = None) -> dict[str, Feature]:
     init = _source("__init__.py")
     trainer_yaml = _source("trainer/config/ppo_trainer.yaml")
     rows = [
-        ("entry_point_loader", "verl.plugins" in init and "entry_points" in init, since_09, "from verl 0.9.0",
+        # what the launcher believes (it refuses a Ray job without the env route where verl loads none)
+        ("entry_point_loader", "verl.plugins" in init and "entry_points" in init, loads_entry_points(str(v)),
+         f"from verl {FIRST_WITH_ENTRY_POINTS}",
          "verl/__init__.py loads the 'verl.plugins' entry-point group on import"),
         ("external_modules_env", "VERL_USE_EXTERNAL_MODULES" in init, True, "every supported verl",
          "verl/__init__.py imports the modules listed in VERL_USE_EXTERNAL_MODULES"),

@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 from verl_lambda.launch.grpo_lambda import (
     GRPOLambdaRun,
     check_grpo_lambda,
+    check_job_environment,
     environment_warnings,
-    job_environment_warnings,
 )
 from verl_lambda.launch.preflight import RunShape, check_local_files, preflight
 
@@ -40,5 +40,5 @@ def check_launch(cfg: DictConfig, dry_run: bool = False, environ: Mapping[str, s
     shape = preflight(cfg)
     run = check_grpo_lambda(cfg, environ)
     check_local_files(cfg, shape, dry_run)
-    warnings = shape.warnings + environment_warnings(run, environ) + job_environment_warnings(environ)
+    warnings = shape.warnings + environment_warnings(run, environ) + check_job_environment(environ)
     return LaunchReport(shape=shape, grpo_lambda=run, warnings=warnings)

@@ -31,6 +31,7 @@ from verl_lambda.config_keys import (
     config_key,
 )
 from verl_lambda.core.settings import ENV_PREFIX, ESTIMATOR, LOSS, GRPOLambdaSettings, env_var, setting_fields
+from verl_lambda.verl_version import FIRST_WITH_ENTRY_POINTS, installed_verl, loads_entry_points
 
 __all__ = [
     "REGISTER_MODULE",
@@ -39,7 +40,7 @@ __all__ = [
     "check_grpo_lambda",
     "worker_modules",
     "registration_override",
-    "job_environment_warnings",
+    "check_job_environment",
     "setting_overrides",
     "environment_warnings",
 ]
@@ -110,16 +111,22 @@ def registration_override(cfg: DictConfig, environ: Mapping[str, str] | None = N
     return f"++{REGISTRATION_KEY}='{','.join(worker_modules(cfg, environ))}'"
 
 
-def job_environment_warnings(environ: Mapping[str, str]) -> list[str]:
-    """Inside a ``ray job submit`` job, a warning when the job's env does not load the plugin."""
+def check_job_environment(environ: Mapping[str, str], verl_version: str | None = None) -> list[str]:
+    """Inside a ``ray job submit`` job whose env does not load the plugin: a warning where verl loads
+    the package's entry point, a :class:`LaunchError` where it does not (verl < 0.9.0)."""
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in environ:
         return []
     if REGISTER_MODULE in _module_list(environ.get("VERL_USE_EXTERNAL_MODULES"), {}):
         return []
-    return [
-        "running as a Ray job without VERL_USE_EXTERNAL_MODULES=verl_lambda.register in its runtime env: "
-        "workers rely on the installed verl.plugins entry point (submit with --runtime-env=recipes/runtime_env.yaml)"
-    ]
+    missing = f"running as a Ray job without VERL_USE_EXTERNAL_MODULES={REGISTER_MODULE} in its runtime env"
+    fix = "submit with --runtime-env=recipes/runtime_env.yaml"
+    if not loads_entry_points(verl_version):
+        version = installed_verl() if verl_version is None else verl_version
+        raise LaunchError(
+            f"{missing}, and verl {version} loads no plugin entry points (from {FIRST_WITH_ENTRY_POINTS} on): "
+            f"its workers would not know grpo_lambda; {fix}"
+        )
+    return [f"{missing}: workers rely on the installed verl.plugins entry point ({fix})"]
 
 
 # ----------------------------------------------------------------------------------------------
