@@ -26,37 +26,37 @@ def _default(value, none_word: str) -> str:
     return none_word if value is None else f"`{value}`"
 
 
-def table(kind: str) -> str:
-    """The Markdown table of every setting for ``kind`` (``verl`` or ``openrlhf``)."""
-    defaults = GRPOLambdaSettings()
+def _layout(kind: str):
+    """How ``kind`` names a setting (its leading columns), how its users write "none", and whether the
+    table cites each setting's source."""
     if kind == "verl":
-        rows = ["| key | default | allowed | meaning | source |", "| --- | --- | --- | --- | --- |"]
-        for f in setting_fields():
-            allowed = f.metadata["allowed"].describe("null")
-            rows.append(
-                f"| `{config_key(f.name)}` | {_default(getattr(defaults, f.name), '`null`')} | {allowed} | "
-                f"{f.metadata['help']} | {f.metadata['source']} |"
-            )
-    elif kind == "openrlhf":
-        rows = ["| flag | environment variable | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
-        for f in setting_fields():
-            allowed = f.metadata["allowed"].describe("none")
-            rows.append(
-                f"| `--lambda.{f.name}` | `{env_var(f.name)}` | {_default(getattr(defaults, f.name), '`none`')} | "
-                f"{allowed} | {f.metadata['help']} |"
-            )
-    elif kind == "demo":
+        return [("key", lambda f: f"`{config_key(f.name)}`")], "null", True
+    if kind == "openrlhf":
+        return (
+            [("flag", lambda f: f"`--lambda.{f.name}`"), ("environment variable", lambda f: f"`{env_var(f.name)}`")],
+            "none",
+            False,
+        )
+    if kind == "demo":
         from verl_lambda.demo.cli import setting_flag
 
-        rows = ["| flag | default | allowed | meaning |", "| --- | --- | --- | --- |"]
-        for f in setting_fields():
-            allowed = f.metadata["allowed"].describe("none")
-            rows.append(
-                f"| `{setting_flag(f.name)}` | {_default(getattr(defaults, f.name), '`none`')} | {allowed} | "
-                f"{f.metadata['help']} |"
-            )
-    else:
-        raise ValueError(f"unknown settings table {kind!r}")
+        return [("flag", lambda f: f"`{setting_flag(f.name)}`")], "none", False
+    raise ValueError(f"unknown settings table {kind!r}")
+
+
+def table(kind: str) -> str:
+    """The Markdown table of every setting for ``kind`` (``verl``, ``openrlhf`` or ``demo``)."""
+    names, none_word, with_source = _layout(kind)
+    defaults = GRPOLambdaSettings()
+    headers = [header for header, _ in names] + ["default", "allowed", "meaning"] + ["source"] * with_source
+    rows = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    for f in setting_fields():
+        cells = [name(f) for _, name in names] + [
+            _default(getattr(defaults, f.name), f"`{none_word}`"),
+            f.metadata["allowed"].describe(none_word),
+            f.metadata["help"],
+        ]
+        rows.append("| " + " | ".join(cells + [f.metadata["source"]] * with_source) + " |")
     return "\n".join(rows) + "\n"
 
 
