@@ -29,7 +29,14 @@ check_verl_version()  # one line naming the supported range, before anything is 
 
 from verl.workers.config.actor import PolicyLossConfig  # noqa: E402
 
-from verl_lambda.config_keys import ESTIMATOR_CONFIG_PATH, LOSS_CONFIG_PATH, LOSS_NAME, TARGET, config_key  # noqa: E402
+from verl_lambda.config_keys import (  # noqa: E402
+    ESTIMATOR_CONFIG_PATH,
+    ESTIMATOR_SECTION,
+    LOSS_CONFIG_PATH,
+    LOSS_NAME,
+    TARGET,
+    config_key,
+)
 from verl_lambda.core.settings import (  # noqa: E402
     ESTIMATOR,
     LOSS,
@@ -86,7 +93,7 @@ def estimator_settings(algorithm: Any) -> GRPOLambdaSettings:
     ``algorithm`` is verl's ``config.algorithm`` (an OmegaConf node or an ``AlgoConfig``) or None.
     A loss setting put there is refused with a line that says where it goes.
     """
-    node = None if algorithm is None else algorithm.get("grpo_lambda", None)
+    node = None if algorithm is None else algorithm.get(ESTIMATOR_SECTION, None)
     node = {} if node is None else node
     if not isinstance(node, Mapping) and not hasattr(node, "keys"):
         raise ValueError(f"{ESTIMATOR_CONFIG_PATH} must be a mapping, got {node!r}")

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 from verl_lambda.core.settings import ESTIMATOR, LOSS, setting_fields
 
-__all__ = ["LOSS_NAME", "ESTIMATOR_NAME", "LOSS_CONFIG_PATH", "ESTIMATOR_CONFIG_PATH", "TARGET", "config_key"]
+__all__ = [
+    "LOSS_NAME",
+    "ESTIMATOR_NAME",
+    "LOSS_CONFIG_PATH",
+    "ESTIMATOR_SECTION",
+    "ESTIMATOR_CONFIG_PATH",
+    "TARGET",
+    "config_key",
+]
 
 LOSS_NAME = "grpo_lambda"
 ESTIMATOR_NAME = "grpo_lambda"
 LOSS_CONFIG_PATH = "actor_rollout_ref.actor.policy_loss"
-ESTIMATOR_CONFIG_PATH = "algorithm.grpo_lambda"
+ESTIMATOR_SECTION = "grpo_lambda"  # the estimator settings' node under verl's algorithm config
+ESTIMATOR_CONFIG_PATH = f"algorithm.{ESTIMATOR_SECTION}"
 TARGET = "verl_lambda.config.GRPOLambdaLossConfig"
 _CONFIG_PATHS = {LOSS: LOSS_CONFIG_PATH, ESTIMATOR: ESTIMATOR_CONFIG_PATH}
 

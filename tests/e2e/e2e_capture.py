@@ -116,26 +116,38 @@ def _advantage_payload(estimator: str, kwargs: dict, advantages: torch.Tensor, c
     }
 
 
+def _capturing_estimator(original: Callable, estimator: str, clamp_and_norm: Callable[[dict], tuple]) -> Callable:
+    """``original`` that also saves what it was given and returned; ``clamp_and_norm(kwargs)`` reads
+    the estimator's clamp and norm-by-std settings from its arguments."""
+
+    def capture(**kwargs: Any) -> Any:
+        advantages, returns = original(**kwargs)
+        try:
+            clamp, norm = clamp_and_norm(kwargs)
+            _save("adv", _advantage_payload(estimator, kwargs, advantages, clamp, norm))
+        except Exception as err:
+            print(f"[e2e_capture] {estimator} capture failed: {err!r}", flush=True)
+        return advantages, returns
+
+    setattr(capture, _WRAPPED, True)
+    capture.__wrapped__ = original
+    return capture
+
+
+def _grpo_lambda_clamp_and_norm(kwargs: dict) -> tuple:
+    config = kwargs.get("config")
+    section = config.get("grpo_lambda", None) or {}
+    clamp = section.get("adv_clamp", "default") if hasattr(section, "get") else "default"
+    return clamp, config.get("norm_adv_by_std_in_grpo", True)
+
+
 def _wrap_grpo_lambda_estimator() -> None:
     original = core_algos.ADV_ESTIMATOR_REGISTRY.get("grpo_lambda")
     if original is None or getattr(original, _WRAPPED, False):
         return
-
-    def capture_estimator(**kwargs: Any) -> Any:
-        advantages, returns = original(**kwargs)
-        try:
-            config = kwargs.get("config")
-            section = config.get("grpo_lambda", None) or {}
-            clamp = section.get("adv_clamp", "default") if hasattr(section, "get") else "default"
-            norm = config.get("norm_adv_by_std_in_grpo", True)
-            _save("adv", _advantage_payload("grpo_lambda", kwargs, advantages, clamp, norm))
-        except Exception as err:
-            print(f"[e2e_capture] estimator capture failed: {err!r}", flush=True)
-        return advantages, returns
-
-    setattr(capture_estimator, _WRAPPED, True)
-    capture_estimator.__wrapped__ = original
-    core_algos.ADV_ESTIMATOR_REGISTRY["grpo_lambda"] = capture_estimator
+    core_algos.ADV_ESTIMATOR_REGISTRY["grpo_lambda"] = _capturing_estimator(
+        original, "grpo_lambda", _grpo_lambda_clamp_and_norm
+    )
 
 
 def _wrap_grpo() -> None:
@@ -143,19 +155,9 @@ def _wrap_grpo() -> None:
     original: Callable = core_algos.compute_grpo_outcome_advantage
     if getattr(original, _WRAPPED, False):
         return
-
-    def capture_grpo(**kwargs: Any) -> Any:
-        advantages, returns = original(**kwargs)
-        try:
-            norm = kwargs.get("norm_adv_by_std_in_grpo", True)
-            _save("adv", _advantage_payload("grpo", kwargs, advantages, None, norm))
-        except Exception as err:
-            print(f"[e2e_capture] grpo capture failed: {err!r}", flush=True)
-        return advantages, returns
-
-    setattr(capture_grpo, _WRAPPED, True)
-    capture_grpo.__wrapped__ = original
-    core_algos.compute_grpo_outcome_advantage = capture_grpo
+    core_algos.compute_grpo_outcome_advantage = _capturing_estimator(
+        original, "grpo", lambda kwargs: (None, kwargs.get("norm_adv_by_std_in_grpo", True))
+    )
 
 
 _wrap_loss("grpo_lambda")

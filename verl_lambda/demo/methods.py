@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from verl_lambda.config_keys import ESTIMATOR_NAME, LOSS_NAME
 from verl_lambda.core.settings import GRPOLambdaSettings
 
 __all__ = ["Method", "METHODS", "BASELINE", "CLAMP_ONLY", "DEFAULT_METHODS"]
@@ -31,12 +32,12 @@ class Method:
     @property
     def estimator(self) -> str:
         """The advantage estimator passed to verl's ``compute_advantage``."""
-        return "grpo_lambda" if self.is_grpo_lambda else "grpo"
+        return ESTIMATOR_NAME if self.is_grpo_lambda else "grpo"
 
     @property
     def loss_mode(self) -> str:
         """The policy loss passed to verl's ``get_policy_loss_fn``."""
-        return "grpo_lambda" if self.is_grpo_lambda else "vanilla"
+        return LOSS_NAME if self.is_grpo_lambda else "vanilla"
 
     @property
     def fixed_settings(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from verl_lambda.config_keys import ESTIMATOR_SECTION
 from verl_lambda.core.settings import ESTIMATOR, LOSS, GRPOLambdaSettings
 from verl_lambda.demo.methods import Method
 from verl_lambda.demo.model import build_model
@@ -90,7 +91,7 @@ class VerlUpdate:
         )
         algorithm = {"adv_estimator": method.estimator, "norm_adv_by_std_in_grpo": True}
         if self.grpo_lambda is not None:
-            algorithm["grpo_lambda"] = self.grpo_lambda.of(ESTIMATOR)
+            algorithm[ESTIMATOR_SECTION] = self.grpo_lambda.of(ESTIMATOR)
         self.algorithm_config = OmegaConf.create(algorithm)
         self.loss_fn = get_policy_loss_fn(method.loss_mode)
 

@@ -120,11 +120,11 @@ def check_job_environment(environ: Mapping[str, str], verl_version: str | None =
         return []
     missing = f"running as a Ray job without VERL_USE_EXTERNAL_MODULES={REGISTER_MODULE} in its runtime env"
     fix = "submit with --runtime-env=recipes/runtime_env.yaml"
-    if not loads_entry_points(verl_version):
-        version = installed_verl() if verl_version is None else verl_version
+    version = installed_verl() if verl_version is None else verl_version
+    if not loads_entry_points(version):
         raise LaunchError(
             f"{missing}, and verl {version} loads no plugin entry points (from {FIRST_WITH_ENTRY_POINTS} on): "
-            f"its workers would not know grpo_lambda; {fix}"
+            f"its workers would not know {ESTIMATOR_NAME}; {fix}"
         )
     return [f"{missing}: workers rely on the installed verl.plugins entry point ({fix})"]
 
