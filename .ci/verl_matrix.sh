@@ -87,7 +87,7 @@ build() {
         if [ "$rc" = 0 ]; then  # the stack the tests import must import (e.g. NumPy 1 with a too-new pyarrow fails here)
             "$venv/bin/python" -c "
 import importlib.metadata as m
-import verl.trainer.ppo.ray_trainer, verl.workers.utils.losses, verl_lambda.register
+import verl.trainer.ppo.ray_trainer, verl.workers.utils.losses, verl_lambda.verl.register
 got = m.version('verl')
 assert got == '$ver', f'verl {got} installed, wanted $ver'
 print('import check: verl', got, '| numpy', m.version('numpy'), '| pyarrow', m.version('pyarrow'), '| torch', m.version('torch'))

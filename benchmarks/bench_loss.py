@@ -40,7 +40,7 @@ from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
 from verl.workers.config import ActorConfig, PolicyLossConfig  # noqa: E402
 
 import verl_lambda.core.objective as objective  # noqa: E402
-from verl_lambda.config import GRPOLambdaLossConfig  # noqa: E402
+from verl_lambda.verl.config import GRPOLambdaLossConfig  # noqa: E402
 
 STYLES = {
     "recent": dict(trace="recent"),

@@ -14,8 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from verl_lambda.config_keys import config_key
 from verl_lambda.core.settings import GRPOLambdaSettings, env_var, setting_fields
+from verl_lambda.verl.keys import config_key
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ["README.md", "docs/grpo_lambda.md", "docs/openrlhf.md", "docs/demo.md"]
@@ -47,12 +47,12 @@ def _layout(kind: str):
 def table(kind: str) -> str:
     """The Markdown table of every setting for ``kind`` (``verl``, ``openrlhf`` or ``demo``)."""
     names, none_word, with_source = _layout(kind)
-    defaults = GRPOLambdaSettings()
+    defaults = GRPOLambdaSettings().values()
     headers = [header for header, _ in names] + ["default", "allowed", "meaning"] + ["source"] * with_source
     rows = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     for f in setting_fields():
         cells = [name(f) for _, name in names] + [
-            _default(getattr(defaults, f.name), f"`{none_word}`"),
+            _default(defaults[f.name], f"`{none_word}`"),
             f.metadata["allowed"].describe(none_word),
             f.metadata["help"],
         ]

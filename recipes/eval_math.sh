@@ -60,7 +60,7 @@ fi
 
 export VERL_FILE_LOGGER_PATH=$METRICS_FILE
 rm -f "$METRICS_FILE"
-python3 -m verl_lambda.main_ppo \
+python3 -m verl_lambda.launch.main_ppo \
     algorithm.adv_estimator=grpo \
     data.train_files="$EVAL_FILES" \
     data.val_files="$EVAL_FILES" \
@@ -69,7 +69,7 @@ python3 -m verl_lambda.main_ppo \
     data.max_response_length=$MAX_RESPONSE_LENGTH \
     data.filter_overlong_prompts=True \
     data.truncation='error' \
-    reward.custom_reward_function.path=pkg://verl_lambda.math_reward \
+    reward.custom_reward_function.path=pkg://verl_lambda.math.reward \
     reward.custom_reward_function.name=compute_score \
     actor_rollout_ref.model.path="$MODEL_PATH" \
     actor_rollout_ref.model.use_remove_padding=True \
@@ -101,5 +101,5 @@ python3 -m verl_lambda.main_ppo \
 if [ "$DRY_RUN" = 1 ]; then
     echo "dry run: would add the row '$LABEL' to $RESULTS_TABLE"
 else
-    python3 -m verl_lambda.math_eval --metrics "$METRICS_FILE" --label "$LABEL" --table "$RESULTS_TABLE"
+    python3 -m verl_lambda.math.eval --metrics "$METRICS_FILE" --label "$LABEL" --table "$RESULTS_TABLE"
 fi

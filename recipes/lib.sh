@@ -6,7 +6,7 @@
 # is the common default for every recipe.
 #
 # METHOD is the only block in which a GRPO-λ run differs from its GRPO baseline. Its settings come from
-# python -m verl_lambda.main_ppo: defaults from verl_lambda.core.settings, GRPO_LAMBDA_<NAME> variables,
+# python -m verl_lambda.launch.main_ppo: defaults from verl_lambda.core.settings, GRPO_LAMBDA_<NAME> variables,
 # then Hydra overrides on the command line ("$@", last, so they win).
 
 # The project's words for "on" (verl_lambda.cli.TRUE_WORDS).
@@ -56,7 +56,7 @@ launch_recipe() {
     if [ "$METHOD" = grpo_lambda ]; then
         METHOD_ARGS=(
             algorithm.adv_estimator=grpo_lambda
-            actor_rollout_ref.actor.policy_loss._target_=verl_lambda.config.GRPOLambdaLossConfig
+            actor_rollout_ref.actor.policy_loss._target_=verl_lambda.verl.config.GRPOLambdaLossConfig
             actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda
         )
         export_grpo_lambda_settings
@@ -79,7 +79,7 @@ launch_recipe() {
         data.max_response_length=$MAX_RESPONSE_LENGTH
         data.filter_overlong_prompts=True
         data.truncation='error'
-        reward.custom_reward_function.path=pkg://verl_lambda.math_reward
+        reward.custom_reward_function.path=pkg://verl_lambda.math.reward
         reward.custom_reward_function.name=compute_score
         algorithm.use_kl_in_reward=False
     )
@@ -162,6 +162,6 @@ launch_recipe() {
         submit=(ray job submit --address="${RAY_ADDRESS:-http://127.0.0.1:8265}"
                 --runtime-env="${RUNTIME_ENV:-$here/runtime_env.yaml}" --no-wait --)
     fi
-    "${submit[@]}" python3 -m verl_lambda.main_ppo "${METHOD_ARGS[@]}" "${DATA[@]}" "${MODEL[@]}" "${ACTOR[@]}" \
+    "${submit[@]}" python3 -m verl_lambda.launch.main_ppo "${METHOD_ARGS[@]}" "${DATA[@]}" "${MODEL[@]}" "${ACTOR[@]}" \
         "${ROLLOUT[@]}" "${REF[@]}" "${ENGINE_ARGS[@]}" "${TRAINER[@]}" "$@"
 }

@@ -4,13 +4,13 @@
 #   evaluation: aime24, math500, olympiadbench, minerva_math, amc23
 # Also selectable through DATASETS: numina (NuminaMath-CoT) and the GRPO-λ authors' training sets
 #   gsm8k, math12k (hiyouga/math12k), math_rl_16k (riddickz/math-rl-16k), orz_57k (Open-Reasoner-Zero 57k).
-# `python -m verl_lambda.math_data --list` shows every set with its hub source and answer column.
+# `python -m verl_lambda.math.data --list` shows every set with its hub source and answer column.
 #
 #   bash recipes/prepare_data.sh                          # from the Hugging Face hub
 #   INPUT_DIR=./raw bash recipes/prepare_data.sh          # from local copies ./raw/<name>.{parquet,jsonl,json,csv}
 #   DATASETS="math gsm8k numina" bash recipes/prepare_data.sh
 #   DATASETS="gsm8k math12k math_rl_16k orz_57k" bash recipes/prepare_data.sh   # the authors' training sets
-#   bash recipes/prepare_data.sh --limit 100              # extra arguments go to python -m verl_lambda.math_data
+#   bash recipes/prepare_data.sh --limit 100              # extra arguments go to python -m verl_lambda.math.data
 set -euo pipefail
 
 DATA_DIR=${DATA_DIR:-$HOME/data/grpo_lambda}
@@ -18,4 +18,4 @@ DATASETS=${DATASETS:-"gsm8k math deepscaler aime24 math500 olympiadbench minerva
 INPUT_DIR=${INPUT_DIR:-}
 
 # shellcheck disable=SC2086  # DATASETS is a list of names
-python3 -m verl_lambda.math_data $DATASETS --out-dir "$DATA_DIR" ${INPUT_DIR:+--input-dir "$INPUT_DIR"} "$@"
+python3 -m verl_lambda.math.data $DATASETS --out-dir "$DATA_DIR" ${INPUT_DIR:+--input-dir "$INPUT_DIR"} "$@"

@@ -1,7 +1,7 @@
 """Shared test helpers: running the recipe scripts with bash, fast.
 
 ``run_script`` runs ``bash recipes/<script> ...`` for real. Each script starts
-``python3 -m verl_lambda.main_ppo``; to avoid paying verl's import time in every one of them, a
+``python3 -m verl_lambda.launch.main_ppo``; to avoid paying verl's import time in every one of them, a
 ``python3`` shim first on PATH forwards exactly that call to a warm server process
 (``tests/fixtures/launcher_server.py``) that runs the module as ``__main__`` in a forked child
 with the script's arguments, environment, working directory and file descriptors. Every other
@@ -30,7 +30,7 @@ import json, os, socket, sys
 
 args = sys.argv[1:]
 path = os.environ.get("{socket_env}")
-if path and args[:2] == ["-m", "verl_lambda.main_ppo"]:
+if path and args[:2] == ["-m", "verl_lambda.launch.main_ppo"]:
     body = json.dumps({{"module": args[1], "args": args[2:], "env": dict(os.environ), "cwd": os.getcwd()}}).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(path)

@@ -76,7 +76,7 @@ def test_demo_runs_end_to_end_and_is_deterministic(tmp_path):
     assert settings[CLAMP_ONLY]["lam"] == 0.0 and settings[CLAMP_ONLY]["trace_application"] == "ratio"
     assert settings["grpo_lambda_end"]["trace_anchor"] == "end" and settings["grpo_lambda_end"]["trace_epsilon"] == 1e-7
     assert settings["grpo_lambda_end_weight"]["trace_application"] == "weight"
-    assert settings["grpo_lambda"] == GRPOLambdaSettings().of(None)
+    assert settings["grpo_lambda"] == GRPOLambdaSettings().values()
 
     again = run_tiny(tmp_path, "second")  # warm-up now comes from the cache
     assert json.loads((again / "metrics.json").read_text())["records"] == records
@@ -129,20 +129,22 @@ def test_no_flag_gives_the_settings_defaults_and_flags_parse_like_the_settings(t
     assert args.methods == list(DEFAULT_METHODS)
     assert BASELINE in args.methods and CLAMP_ONLY in args.methods  # the ablation is shown by default
     args = demo_args(tmp_path, "--adv-clamp", "none", "--lam", "0", "--trace-norm", "sum")
-    assert args.grpo_lambda == GRPOLambdaSettings(adv_clamp=None, lam=0.0, trace_norm="sum")
+    assert args.grpo_lambda == GRPOLambdaSettings.from_values(dict(adv_clamp=None, lam=0.0, trace_norm="sum"))
     assert (args.adv_clamp, args.lam, args.trace_norm) == (None, 0.0, "sum")
     args = demo_args(tmp_path, "--methods", "grpo_lambda", "--trace", "early", "--trace-anchor", "end")
-    assert METHODS["grpo_lambda"].settings(args.grpo_lambda) == GRPOLambdaSettings(trace="early", trace_anchor="end")
+    expected = GRPOLambdaSettings.from_values(dict(trace="early", trace_anchor="end"))
+    assert METHODS["grpo_lambda"].settings(args.grpo_lambda) == expected
 
 
 def test_a_method_fixes_only_its_settings():
-    flags = GRPOLambdaSettings(lam=0.9, trace_norm="sum", trace_application="weight", gamma=0.5)
-    clamp = METHODS[CLAMP_ONLY].settings(flags)
+    flags = GRPOLambdaSettings.from_values(dict(lam=0.9, trace_norm="sum", trace_application="weight", gamma=0.5))
+    clamp = METHODS[CLAMP_ONLY].settings(flags).loss
     assert (clamp.lam, clamp.trace, clamp.trace_epsilon, clamp.trace_application) == (0.0, "recent", 0.0, "ratio")
-    assert (clamp.trace_norm, clamp.gamma, clamp.adv_clamp) == ("sum", 0.5, flags.adv_clamp)
+    assert (clamp.trace_norm, clamp.gamma) == ("sum", 0.5)
+    assert METHODS[CLAMP_ONLY].settings(flags).advantage == flags.advantage
     recent = METHODS["grpo_lambda_recent"].settings(flags)
-    assert recent == GRPOLambdaSettings(**{**flags.of(None), "trace": "recent"})
-    end = METHODS["grpo_lambda_end_weight"].settings(flags)
+    assert recent == GRPOLambdaSettings.from_values({**flags.values(), "trace": "recent"})
+    end = METHODS["grpo_lambda_end_weight"].settings(flags).loss
     assert (end.trace_anchor, end.trace, end.trace_epsilon, end.trace_application) == ("end", "recent", 1e-7, "weight")
     assert end.lam == 0.9
     assert METHODS["grpo"].settings(flags) is None
@@ -150,7 +152,7 @@ def test_a_method_fixes_only_its_settings():
 
 def test_a_flag_that_some_methods_fix_is_noted(tmp_path):
     args = demo_args(tmp_path, "--lam", "0.5")
-    assert args.grpo_lambda.lam == 0.5
+    assert args.grpo_lambda.loss.lam == 0.5
     (note,) = args.setting_notes
     assert "--lam 0.5" in note and CLAMP_ONLY in note
 
@@ -246,7 +248,9 @@ def test_help_says_what_it_writes_and_how_long_it_takes():
     [
         GRPOLambdaSettings(),
         # the settings clamp-only does not fix cannot make its trace more than the identity
-        GRPOLambdaSettings(trace_anchor="end", trace_norm="sum", gamma=0.5, trace_application="weight", lam=0.9),
+        GRPOLambdaSettings.from_values(
+            dict(trace_anchor="end", trace_norm="sum", gamma=0.5, trace_application="weight", lam=0.9)
+        ),
     ],
 )
 def test_clamp_only_is_the_vanilla_loss_on_clamped_advantages(flags):
@@ -267,7 +271,7 @@ def test_clamp_only_is_the_vanilla_loss_on_clamped_advantages(flags):
     advantages = clamp_only.advantages(rewards, mask, groups)
     grpo_advantages = grpo.advantages(rewards, mask, groups)
     assert (grpo_advantages[mask] < -0.2).any()  # the clamp has something to do
-    expected = torch.clamp(grpo_advantages, min=flags.adv_clamp)
+    expected = torch.clamp(grpo_advantages, min=flags.advantage.adv_clamp)
     torch.testing.assert_close(advantages[mask], expected[mask], rtol=1e-6, atol=1e-6)
 
     loss, _ = clamp_only.loss(old_log_prob, log_prob, advantages, mask)

@@ -45,8 +45,8 @@ MODULES = sorted(
 
 
 # the verl glue, which ``import verl`` itself may import the plugin into (VERL_USE_EXTERNAL_MODULES)
-GLUE = ["verl_lambda.config", "verl_lambda.register", "verl_lambda.launch", "verl_lambda.main_ppo"]
-CASES = [(m, "") for m in MODULES] + [(m, "verl_lambda.register") for m in GLUE]
+GLUE = ["verl_lambda.verl.config", "verl_lambda.verl.register", "verl_lambda.launch", "verl_lambda.launch.main_ppo"]
+CASES = [(m, "") for m in MODULES] + [(m, "verl_lambda.verl.register") for m in GLUE]
 
 
 @pytest.mark.parametrize("module, external", CASES, ids=[f"{m}{'+external' if e else ''}" for m, e in CASES])
@@ -87,7 +87,7 @@ def test_every_package_is_installed():
 
 SWITCHES = [
     "algorithm.adv_estimator=grpo_lambda",
-    "actor_rollout_ref.actor.policy_loss._target_=verl_lambda.config.GRPOLambdaLossConfig",
+    "actor_rollout_ref.actor.policy_loss._target_=verl_lambda.verl.config.GRPOLambdaLossConfig",
     "actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda",
 ]
 
@@ -99,4 +99,4 @@ def test_one_canonical_override_set_everywhere(name):
     text = (ROOT / name).read_text(encoding="utf-8")
     for switch in SWITCHES:
         assert switch in text, f"{name} lacks {switch}"
-    assert "VERL_USE_EXTERNAL_MODULES=verl_lambda.register \\" not in text
+    assert "VERL_USE_EXTERNAL_MODULES=verl_lambda.verl.register \\" not in text

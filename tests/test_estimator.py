@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from verl import DataProto
 from verl.trainer.ppo.ray_trainer import compute_advantage
 
-import verl_lambda.register  # noqa: F401
+import verl_lambda.verl.register  # noqa: F401
 
 
 def algorithm(**grpo_lambda):

@@ -1,4 +1,4 @@
-"""The launcher (verl_lambda.main_ppo) and its whole-config checks, in process on a CPU."""
+"""The launcher (verl_lambda.launch.main_ppo) and its whole-config checks, in process on a CPU."""
 
 import copy
 import json
@@ -9,12 +9,12 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-import verl_lambda.main_ppo as launcher
+import verl_lambda.launch.main_ppo as launcher
 from verl_lambda.cli import DRY_RUN_ENV, LaunchError
-from verl_lambda.config_keys import TARGET
-from verl_lambda.launch import check_launch
-from verl_lambda.launch.grpo_lambda import REGISTRATION_KEY, registration_override, worker_modules
+from verl_lambda.launch.checks import check_launch
+from verl_lambda.launch.grpo_lambda import set_worker_modules, worker_modules
 from verl_lambda.launch.summary import summary_lines
+from verl_lambda.verl.keys import REGISTRATION_KEY, TARGET
 
 GRPO_LAMBDA = [
     "algorithm.adv_estimator=grpo_lambda",
@@ -69,7 +69,7 @@ def rows(out):
     """Printed summary rows as {label: value}."""
     found = {}
     for line in out.splitlines():
-        match = re.match(r"\[verl_lambda\.main_ppo\]   (\S.*?)\s{2,}(\S.*)$", line)
+        match = re.match(r"\[verl_lambda\.launch\.main_ppo\]   (\S.*?)\s{2,}(\S.*)$", line)
         if match:
             found[match.group(1)] = match.group(2)
     return found
@@ -87,7 +87,7 @@ def test_dry_run_prints_the_resolved_settings(capsys):
     assert r["actor_rollout_ref.actor.policy_loss.trace"] == "recent"
     assert r["actor_rollout_ref.actor.policy_loss.trace_norm"] == "none"
     assert r["trace horizon 1/(1 - gamma*lam)"] == "100 tokens"
-    assert r["plugin in Ray workers"] == "VERL_USE_EXTERNAL_MODULES=verl_lambda.register"
+    assert r["plugin in Ray workers"] == "VERL_USE_EXTERNAL_MODULES=verl_lambda.verl.register"
     assert r["GPUs"] == "8 = 1 node(s) x 8"
     assert r["actor engine"] == "fsdp (Ulysses SP 1) -> DP 8"
     assert r["responses per step (x rollout.n)"] == "1024 = 128 x 8"
@@ -208,10 +208,10 @@ BAD = [
     ({"reward__custom_reward_function__path": "pkg://no_such_package.reward"}, "no module no_such_package.reward"),
     (
         {
-            "reward__custom_reward_function__path": "pkg://verl_lambda.math_reward",
+            "reward__custom_reward_function__path": "pkg://verl_lambda.math.reward",
             "reward__custom_reward_function__name": "score",
         },
-        "verl_lambda.math_reward has no such function",
+        "verl_lambda.math.reward has no such function",
     ),
     ({"reward__custom_reward_function__path": "/nonexistent/reward.py"}, "file not found"),
     (
@@ -244,7 +244,7 @@ def test_base_configs_pass(base_configs):
     for cfg in base_configs.values():
         report = check_launch(cfg, dry_run=True)
         run = report.grpo_lambda
-        assert run is not None and run.settings.lam == 0.99 and run.settings.adv_clamp == -0.1
+        assert run is not None and run.settings.loss.lam == 0.99 and run.settings.advantage.adv_clamp == -0.1
 
 
 def test_sequence_parallel_multiplies_the_token_budget():
@@ -290,7 +290,7 @@ def test_ray_job_without_the_runtime_env_gets_a_warning():
     cfg = compose(*RUN)
     job = {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}
     assert any("runtime_env.yaml" in w for w in check_launch(cfg, True, environ=job).warnings)
-    ok = {**job, "VERL_USE_EXTERNAL_MODULES": "other.mod,verl_lambda.register"}
+    ok = {**job, "VERL_USE_EXTERNAL_MODULES": "other.mod,verl_lambda.verl.register"}
     assert not any("runtime_env.yaml" in w for w in check_launch(cfg, True, environ=ok).warnings)
 
 
@@ -301,7 +301,7 @@ def test_ray_job_without_the_runtime_env_is_refused_where_verl_loads_no_entry_po
     job = {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}
     with pytest.raises(LaunchError, match=rf"verl {version} loads no plugin entry points.*runtime_env\.yaml"):
         check_job_environment(job, verl_version=version)
-    assert check_job_environment({**job, "VERL_USE_EXTERNAL_MODULES": "verl_lambda.register"}, version) == []
+    assert check_job_environment({**job, "VERL_USE_EXTERNAL_MODULES": "verl_lambda.verl.register"}, version) == []
     assert check_job_environment({}, version) == []  # not a Ray job: the launcher's runtime env carries it
     assert len(check_job_environment(job, verl_version="0.9.0")) == 1  # a warning only
 
@@ -309,16 +309,16 @@ def test_ray_job_without_the_runtime_env_is_refused_where_verl_loads_no_entry_po
 @pytest.mark.parametrize(
     "driver, command_line, expected",
     [
-        (None, None, "verl_lambda.register"),
-        (None, "my.plugin", "my.plugin,verl_lambda.register"),
-        (None, "verl_lambda.register", "verl_lambda.register"),
-        (None, "a.b, verl_lambda.register", "a.b,verl_lambda.register"),
-        ("cpu_platform,hf_rollout", None, "cpu_platform,hf_rollout,verl_lambda.register"),
+        (None, None, "verl_lambda.verl.register"),
+        (None, "my.plugin", "my.plugin,verl_lambda.verl.register"),
+        (None, "verl_lambda.verl.register", "verl_lambda.verl.register"),
+        (None, "a.b, verl_lambda.verl.register", "a.b,verl_lambda.verl.register"),
+        ("cpu_platform,hf_rollout", None, "cpu_platform,hf_rollout,verl_lambda.verl.register"),
         # the recipes' old value verbatim must not drop the driver's modules
-        ("cpu_platform,hf_rollout", "verl_lambda.register", "cpu_platform,hf_rollout,verl_lambda.register"),
-        ("a,b", "b,c,a", "a,b,c,verl_lambda.register"),
-        ("x.y", "\\${VERL_USE_EXTERNAL_MODULES},z", "x.y,z,verl_lambda.register"),
-        (" , ", ",", "verl_lambda.register"),
+        ("cpu_platform,hf_rollout", "verl_lambda.verl.register", "cpu_platform,hf_rollout,verl_lambda.verl.register"),
+        ("a,b", "b,c,a", "a,b,c,verl_lambda.verl.register"),
+        ("x.y", "\\${VERL_USE_EXTERNAL_MODULES},z", "x.y,z,verl_lambda.verl.register"),
+        (" , ", ",", "verl_lambda.verl.register"),
     ],
 )
 def test_worker_modules_merge_the_driver_environment_and_the_command_line(driver, command_line, expected):
@@ -326,7 +326,8 @@ def test_worker_modules_merge_the_driver_environment_and_the_command_line(driver
     environ = {} if driver is None else {"VERL_USE_EXTERNAL_MODULES": driver}
     cfg = compose(*RUN, *extra)
     assert ",".join(worker_modules(cfg, environ)) == expected
-    assert registration_override(cfg, environ) == f"++{REGISTRATION_KEY}='{expected}'"
+    set_worker_modules(cfg, environ)
+    assert OmegaConf.select(cfg, REGISTRATION_KEY) == expected
 
 
 def test_registration_is_merged_into_the_config_verl_gets(capsys, tmp_path):
@@ -343,7 +344,7 @@ def test_registration_is_merged_into_the_config_verl_gets(capsys, tmp_path):
     assert rc == 0, err
     cfg = yaml.safe_load(saved.read_text())
     assert cfg["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["VERL_USE_EXTERNAL_MODULES"] == (
-        "my.plugin,verl_lambda.register"
+        "my.plugin,verl_lambda.verl.register"
     )
 
 
@@ -355,16 +356,16 @@ def test_driver_modules_reach_the_config_verl_gets(capsys, tmp_path, monkeypatch
         "--dry-run",
         "algorithm.adv_estimator=grpo",
         *RUN,
-        f"+{REGISTRATION_KEY}=verl_lambda.register",
+        f"+{REGISTRATION_KEY}=verl_lambda.verl.register",
         "--save-config",
         str(saved),
     )
     assert rc == 0, err
     cfg = yaml.safe_load(saved.read_text())
     assert cfg["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["VERL_USE_EXTERNAL_MODULES"] == (
-        "user.platform,verl_lambda.register"
+        "user.platform,verl_lambda.verl.register"
     )
-    assert "VERL_USE_EXTERNAL_MODULES=user.platform,verl_lambda.register" in out
+    assert "VERL_USE_EXTERNAL_MODULES=user.platform,verl_lambda.verl.register" in out
 
 
 @pytest.mark.parametrize(
@@ -380,14 +381,16 @@ def test_driver_modules_reach_the_config_verl_gets(capsys, tmp_path, monkeypatch
             "actor_rollout_ref.actor.policy_loss.lam must be a number in [0, 1], got 2",
         ),
         (["actor_rollout_ref.actor.use_dynamic_bsz=False"], "verl validate_config: [actor] Please set at least one of"),
-        (["--cfg", "job"], "a dry run composes one config; drop the Hydra flag --cfg"),
+        (["--cfg", "job"], "--cfg: verl_lambda.launch.main_ppo launches one checked job and takes no other Hydra flag"),
+        (["--multirun"], "--multirun: verl_lambda.launch.main_ppo launches one checked job"),
+        (["-m"], "-m: verl_lambda.launch.main_ppo launches one checked job"),
         (["--save-config"], "--save-config needs a value"),
     ],
 )
 def test_errors_are_one_line_and_start_nothing(capsys, argv, message):
     rc, out, err = launch(capsys, "--dry-run", *RUN, *argv)
     assert rc == 2
-    assert err.count("\n") == 1 and err.startswith("verl_lambda.main_ppo: error: ")
+    assert err.count("\n") == 1 and err.startswith("verl_lambda.launch.main_ppo: error: ")
     assert message in err
     assert "dry run" not in out
 
@@ -398,14 +401,26 @@ def test_parse_args_keeps_verl_arguments_in_order():
     )
     assert args.dry_run and args.save_config == "x.yaml"
     assert args.overrides == ["a.b=1", "+c.d=2", "++c.d=3", "~e.f"]
-    assert args.verl_argv() == ["--config-name=ppo_megatron_trainer", "a.b=1", "+c.d=2", "++c.d=3", "~e.f"]
-    flags = launcher.parse_args(["--cfg", "job", "a.b=1"])
-    assert flags.hydra_flags == ["--cfg"] and flags.verl_argv() == ["--cfg", "job", "a.b=1"]
+    assert args.config_name == "ppo_megatron_trainer"
+    with pytest.raises(LaunchError, match="takes no other Hydra flag"):
+        launcher.parse_args(["--cfg", "job", "a.b=1"])
+
+
+def test_multirun_is_refused_outside_a_dry_run_too(capsys):
+    """A multirun would hand verl jobs nobody checked (a sweep to trace=bogus, lam=5, rollout.n=1)."""
+    rc, out, err = launch(capsys, *GRPO_LAMBDA, *RUN, "--multirun", "++actor_rollout_ref.actor.policy_loss.trace=bogus")
+    assert rc == 2 and "launches one checked job" in err and err.count("\n") == 1
+
+
+def test_help_prints_the_launchers_usage(capsys):
+    rc, out, err = launch(capsys, "--help")
+    assert rc == 0 and out.startswith("usage: python -m verl_lambda.launch.main_ppo") and err == ""
 
 
 @pytest.mark.filterwarnings("ignore:Disabled critic")
 def test_real_launch_hands_the_checked_config_to_verl(capsys, monkeypatch, tmp_path):
-    """Outside a dry run the launcher calls verl's own main, which composes the same config."""
+    """Outside a dry run the launcher hands the config it composed and checked to verl's own main
+    (Hydra's pass-through): the object verl runs is the checked one, nothing is composed again."""
     import verl.trainer.main_ppo as verl_main_ppo
 
     for name in ("train", "val"):
@@ -416,7 +431,10 @@ def test_real_launch_hands_the_checked_config_to_verl(capsys, monkeypatch, tmp_p
         "run_ppo",
         lambda config, task_runner_class: captured.update(config=config, runner=task_runner_class),
     )
-    monkeypatch.chdir(tmp_path)  # Hydra's run directory (outputs/...) goes here
+    composed = []
+    real_compose = launcher.compose_config
+    monkeypatch.setattr(launcher, "compose_config", lambda args: composed.append(args) or real_compose(args))
+    monkeypatch.chdir(tmp_path)
     data = [f"data.train_files={tmp_path}/train.parquet", f"data.val_files={tmp_path}/val.parquet"]
     rc, out, err = launch(capsys, *GRPO_LAMBDA, *RUN, *data, "+actor_rollout_ref.actor.policy_loss.lam=0.9")
     assert rc == 0, err
@@ -424,7 +442,11 @@ def test_real_launch_hands_the_checked_config_to_verl(capsys, monkeypatch, tmp_p
     assert captured["runner"] is verl_main_ppo.TaskRunnerV1
     assert config.algorithm.adv_estimator == "grpo_lambda"
     assert config.actor_rollout_ref.actor.policy_loss.lam == 0.9
-    assert config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "verl_lambda.register"
+    assert config.actor_rollout_ref.actor.policy_loss.trace_anchor == "token"  # every setting stated
+    assert config.algorithm.grpo_lambda.adv_clamp == -0.1
+    assert len(composed) == 1
+    assert not (tmp_path / "outputs").exists()
+    assert config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "verl_lambda.verl.register"
     assert "dry run" not in out
     assert rows(out)["actor_rollout_ref.actor.policy_loss.lam"] == "0.9"
 
@@ -501,7 +523,7 @@ def test_every_bad_command_line_is_one_line_and_exit_2(capsys, monkeypatch, argv
     dry = [] if DRY_RUN_ENV in env else ["--dry-run"]
     rc, out, err = launch(capsys, *dry, *GRPO_LAMBDA, *RUN, *argv)
     assert rc == 2, out + err
-    assert err.count("\n") == 1 and err.startswith("verl_lambda.main_ppo: error: "), err
+    assert err.count("\n") == 1 and err.startswith("verl_lambda.launch.main_ppo: error: "), err
     assert "Traceback" not in out + err
     assert message in err
 
@@ -511,31 +533,31 @@ def test_the_math_reward_without_math_verify_is_refused_before_ray(capsys, monke
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "math_verify" else real(name, *a))
-    rc, _, err = launch(capsys, "--dry-run", *GRPO_LAMBDA, *RUN, "reward.custom_reward_function.path=pkg://verl_lambda.math_reward",
+    rc, _, err = launch(capsys, "--dry-run", *GRPO_LAMBDA, *RUN, "reward.custom_reward_function.path=pkg://verl_lambda.math.reward",
                         "reward.custom_reward_function.name=compute_score")  # fmt: skip
     assert rc == 2
     assert "scores answers with math-verify, which is not installed here: pip install 'verl-lambda[math]'" in err
 
 
 def test_an_unexpected_error_in_the_checks_is_still_one_line(capsys, monkeypatch):
-    import verl_lambda.launch as launch_package
+    import verl_lambda.launch.checks as checks
 
     def broken(*args, **kwargs):
         raise KeyError("something verl renamed")
 
-    monkeypatch.setattr(launch_package, "check_launch", broken)
+    monkeypatch.setattr(checks, "check_launch", broken)
     rc, out, err = launch(capsys, "--dry-run", *GRPO_LAMBDA, *RUN)
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "KeyError" in err and "something verl renamed" in err
 
 
 def test_a_driver_that_lists_the_plugin_in_verl_use_external_modules_launches(tmp_path):
-    """``import verl`` inside the launcher imports verl_lambda.register itself: no import cycle."""
+    """``import verl`` inside the launcher imports verl_lambda.verl.register itself: no import cycle."""
     import os
     import subprocess
 
-    env = {**os.environ, "VERL_USE_EXTERNAL_MODULES": "verl_lambda.register", DRY_RUN_ENV: "1"}
-    command = [sys.executable, "-m", "verl_lambda.main_ppo", *GRPO_LAMBDA, *RUN]
+    env = {**os.environ, "VERL_USE_EXTERNAL_MODULES": "verl_lambda.verl.register", DRY_RUN_ENV: "1"}
+    command = [sys.executable, "-m", "verl_lambda.launch.main_ppo", *GRPO_LAMBDA, *RUN]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "dry run: config composed and checked, Ray not started" in done.stdout

@@ -12,7 +12,7 @@ from verl.utils import tensordict_utils as tu
 from verl.workers.config import ActorConfig, PolicyLossConfig
 from verl.workers.utils.losses import ppo_loss
 
-from verl_lambda.config import GRPOLambdaLossConfig
+from verl_lambda.verl.config import GRPOLambdaLossConfig
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean"]
 
@@ -223,7 +223,7 @@ def test_trace_diagnostics_equal_the_float64_trace_on_both_sides_of_the_guard(se
 
 def test_plain_policy_loss_config_is_refused_with_the_target_hint():
     old, new, adv, mask, _ = batch(1)
-    with pytest.raises(TypeError, match=r"_target_=verl_lambda\.config\.GRPOLambdaLossConfig"):
+    with pytest.raises(TypeError, match=r"_target_=verl_lambda\.verl\.config\.GRPOLambdaLossConfig"):
         call_loss(
             "grpo_lambda", actor_config(PolicyLossConfig(loss_mode="grpo_lambda")), old, new, adv, mask, "token-mean"
         )

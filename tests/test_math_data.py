@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from verl_lambda import math_data
-from verl_lambda.math_data import EVAL_SETS, INSTRUCTION, PAPER_SETS, SOURCES, TRAIN_SETS, convert, load_rows
+from verl_lambda.math import data as math_data
+from verl_lambda.math.data import EVAL_SETS, INSTRUCTION, PAPER_SETS, SOURCES, TRAIN_SETS, convert, load_rows
 
 RAW = Path(__file__).resolve().parent / "fixtures" / "math_raw"
-PROG = "python -m verl_lambda.math_data"
+PROG = "python -m verl_lambda.math.data"
 
 # Ground truths each fixture row must produce, written out by hand.
 EXPECTED_ANSWERS = {

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from verl_lambda import math_eval
-from verl_lambda.math_eval import HEADER, read_scores, read_table, update_table
+from verl_lambda.math import eval as math_eval
+from verl_lambda.math.eval import HEADER, read_scores, read_table, update_table
 
 METRICS = Path(__file__).resolve().parent / "fixtures" / "val_metrics.jsonl"
 

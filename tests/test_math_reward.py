@@ -11,8 +11,8 @@ from fractions import Fraction
 
 import pytest
 
-from verl_lambda import math_reward
-from verl_lambda.math_reward import compute_score, final_answer_text, last_boxed
+from verl_lambda.math import reward as math_reward
+from verl_lambda.math.reward import compute_score, final_answer_text, last_boxed
 
 needs_math_verify = pytest.mark.skipif(not math_reward.have_math_verify(), reason="math-verify is not installed")
 
@@ -254,7 +254,7 @@ def test_unicode_fractions_to_latex(text, expected):
 def test_fallback_without_math_verify_warns_once(monkeypatch, caplog):
     monkeypatch.setattr(math_reward, "have_math_verify", lambda: False)
     monkeypatch.setattr(math_reward, "_warned_fallback", False)
-    with caplog.at_level("WARNING", logger="verl_lambda.math_reward"):
+    with caplog.at_level("WARNING", logger="verl_lambda.math.reward"):
         assert score("math", r"\boxed{0.5}", r"\frac{1}{2}") == 1.0
         assert score("math", r"\boxed{(x+1)^2}", "x^2+2x+1") == 0.0
         assert score("math", r"\boxed{2x}", "x+x") == 0.0
@@ -339,7 +339,7 @@ def test_loaded_the_way_verl_loads_custom_reward_functions():
         {
             "reward": {
                 "custom_reward_function": {
-                    "path": "pkg://verl_lambda.math_reward",
+                    "path": "pkg://verl_lambda.math.reward",
                     "name": "compute_score",
                     "reward_kwargs": {"backend": "simple"},
                 }
@@ -370,7 +370,7 @@ def test_slow_answers_do_not_fail_correct_ones_under_concurrency(fresh_pool, cap
     assert [r["score"] for r, _ in warm] == [1.0] * 8
     before = math_reward.timeout_count()
     slow = [lambda s=s: compute_score("math", s, "5", timeout=timeout) for s in SLOW_ANSWERS]
-    with caplog.at_level(logging.WARNING, logger="verl_lambda.math_reward"):
+    with caplog.at_level(logging.WARNING, logger="verl_lambda.math.reward"):
         results, wall = run_threads(slow + ordinary)
     assert [r["score"] for r, _ in results[4:]] == [1.0] * 4
     # before the fix the correct answers queued behind the slow ones (3+ s each)

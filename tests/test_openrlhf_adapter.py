@@ -1,4 +1,4 @@
-"""OpenRLHF adapter (``verl_lambda.patches.openrlhf``, launcher ``verl_lambda.openrlhf``) on CPU.
+"""OpenRLHF adapter (``verl_lambda.patches.openrlhf``, launcher ``verl_lambda.patches.openrlhf``) on CPU.
 
 Needs ``openrlhf==0.11.2`` (installed with ``--no-deps``) and ``deepspeed`` (installs and imports on
 CPU). Two GPU-only packages that OpenRLHF imports at module level cannot be installed here, so
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import types
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -90,7 +91,7 @@ with gpu_stubs():
     from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
 
 from verl_lambda.cli import DRY_RUN_ENV  # noqa: E402
-from verl_lambda.core.settings import LOSS, GRPOLambdaSettings, env_var, setting_fields  # noqa: E402
+from verl_lambda.core.settings import GRPOLambdaSettings, env_var, setting_fields  # noqa: E402
 from verl_lambda.patches.openrlhf import launcher, patch  # noqa: E402
 
 ORIGINAL_FORWARD = orl_loss.PolicyLoss.forward
@@ -124,24 +125,19 @@ def test_openrlhf_imports_and_passes_the_compatibility_checks():
 
 
 def test_defaults_match_the_verl_configs():
-    from verl_lambda.config import GRPOLambdaLossConfig, estimator_settings
+    from verl_lambda.verl.config import GRPOLambdaLossConfig
+    from verl_lambda.verl.estimator import advantage_settings
 
-    verl_loss = GRPOLambdaLossConfig()
     ours = launcher.read_settings([], environ={})[0]
     assert ours == GRPOLambdaSettings()
-    assert (ours.lam, ours.gamma, ours.trace, ours.trace_epsilon, ours.trace_norm) == (
-        verl_loss.lam,
-        verl_loss.gamma,
-        verl_loss.trace,
-        verl_loss.trace_epsilon,
-        verl_loss.trace_norm,
-    )
-    assert ours.adv_clamp == estimator_settings(None).adv_clamp == -0.1
+    assert ours.loss == GRPOLambdaLossConfig().loss_settings()
+    assert ours.advantage == advantage_settings(None)
+    assert ours.advantage.adv_clamp == -0.1
 
 
 def test_settings_round_trip_through_environment_variables():
-    settings = GRPOLambdaSettings(
-        lam=0.9, gamma=0.97, trace="both", trace_epsilon=0.01, trace_norm="sum", adv_clamp=None
+    settings = GRPOLambdaSettings.from_values(
+        dict(lam=0.9, gamma=0.97, trace="both", trace_epsilon=0.01, trace_norm="sum", adv_clamp=None)
     )
     env = patch.settings_to_env(settings)
     assert env["GRPO_LAMBDA"] == "1" and env["GRPO_LAMBDA_TRACE"] == "both" and env["GRPO_LAMBDA_ADV_CLAMP"] == "none"
@@ -181,8 +177,8 @@ def _openrlhf_loss(policy_loss, old, new, adv, mask, rollout=None, **batch_info)
 def _verl_loss(settings, old, new, adv, mask, *, agg, clip_low, clip_high, dual_clip, batch_info, is_weights=None):
     from verl.workers.config.actor import ActorConfig
 
-    from verl_lambda.config import GRPOLambdaLossConfig
-    from verl_lambda.register import compute_policy_loss_grpo_lambda
+    from verl_lambda.verl.config import GRPOLambdaLossConfig
+    from verl_lambda.verl.register import compute_policy_loss_grpo_lambda
 
     config = ActorConfig(
         strategy="fsdp",
@@ -193,7 +189,7 @@ def _verl_loss(settings, old, new, adv, mask, *, agg, clip_low, clip_high, dual_
         clip_ratio_c=dual_clip,
         loss_agg_mode=agg,
         global_batch_info=dict(batch_info),
-        policy_loss=GRPOLambdaLossConfig(**settings.of(LOSS)),
+        policy_loss=GRPOLambdaLossConfig(**asdict(settings.loss)),
     )
     log_prob = new.clone().requires_grad_(True)
     loss, metrics = compute_policy_loss_grpo_lambda(
@@ -204,13 +200,15 @@ def _verl_loss(settings, old, new, adv, mask, *, agg, clip_low, clip_high, dual_
 
 
 SETTINGS = [
-    GRPOLambdaSettings(lam=0.99, trace="recent"),
-    GRPOLambdaSettings(lam=0.9, gamma=0.95, trace="both"),
-    GRPOLambdaSettings(lam=0.8, trace="recent", trace_epsilon=0.05, trace_norm="sum"),
-    GRPOLambdaSettings(lam=0.97, trace="both", trace_epsilon=0.02),
-    GRPOLambdaSettings(lam=0.0, trace="recent"),
-    GRPOLambdaSettings(lam=0.99, trace="recent", trace_anchor="end", trace_epsilon=1e-7),
-    GRPOLambdaSettings(lam=0.9, trace="early", trace_anchor="end", trace_application="weight", trace_norm="sum"),
+    GRPOLambdaSettings.from_values(dict(lam=0.99, trace="recent")),
+    GRPOLambdaSettings.from_values(dict(lam=0.9, gamma=0.95, trace="both")),
+    GRPOLambdaSettings.from_values(dict(lam=0.8, trace="recent", trace_epsilon=0.05, trace_norm="sum")),
+    GRPOLambdaSettings.from_values(dict(lam=0.97, trace="both", trace_epsilon=0.02)),
+    GRPOLambdaSettings.from_values(dict(lam=0.0, trace="recent")),
+    GRPOLambdaSettings.from_values(dict(lam=0.99, trace="recent", trace_anchor="end", trace_epsilon=1e-7)),
+    GRPOLambdaSettings.from_values(
+        dict(lam=0.9, trace="early", trace_anchor="end", trace_application="weight", trace_norm="sum")
+    ),
 ]
 # OpenRLHF's --actor.loss_agg_mode -> PolicyLoss(token_level_loss=...); verl's loss_agg_mode
 AGG_MODES = [("token-mean", True), ("seq-mean-token-mean", False)]
@@ -222,7 +220,7 @@ BATCH_INFOS = [{}, {"dp_size": 2, "batch_num_tokens": 141.0, "global_batch_size"
 @pytest.mark.parametrize(
     "settings",
     SETTINGS,
-    ids=lambda s: f"{s.trace}-{s.trace_anchor}-{s.trace_application}-lam{s.lam}-eps{s.trace_epsilon}-{s.trace_norm}",
+    ids=lambda s: "-".join(f"{value}" for value in s.loss.__dict__.values()),
 )
 @pytest.mark.parametrize("agg,token_level", AGG_MODES, ids=[m for m, _ in AGG_MODES])
 @pytest.mark.parametrize("batch_info", BATCH_INFOS, ids=["local", "global"])
@@ -242,7 +240,7 @@ def test_patched_policy_loss_equals_verl_loss(settings, agg, token_level, batch_
     assert out[2].item() == pytest.approx(metrics["actor/ppo_kl"], abs=1e-7)
     assert len(out) == 5 and out[3] is None and out[4] is None  # OpenRLHF's tuple, no IS correction
     # A trace with λ > 0 changes the gradient: the test can tell the patched loss from PPO.
-    if settings.lam > 0:
+    if settings.loss.lam > 0:
         patch.remove()
         _, plain_grad = _openrlhf_loss(policy_loss, old, new, adv, mask, **batch_info)
         assert (plain_grad - grad).abs().max() > 1e-3
@@ -252,12 +250,12 @@ def test_token_mean_reduction_is_the_global_token_mean():
     """OpenRLHF token-level loss ↔ verl token-mean: Σ(loss·mask)/batch_num_tokens·dp_size, checked by hand."""
     from verl_lambda.core.objective import token_losses
 
-    settings = GRPOLambdaSettings(lam=0.95, trace="both")
+    settings = GRPOLambdaSettings.from_values(dict(lam=0.95, trace="both"))
     old, new, adv, mask, _ = _random_batch(seed=3)
     patch.apply(settings)
     policy_loss = orl_loss.PolicyLoss(clip_eps_low=0.2, clip_eps_high=0.2, dual_clip=None)
     out, _ = _openrlhf_loss(policy_loss, old, new, adv, mask, dp_size=4, batch_num_tokens=200.0, global_batch_size=9.0)
-    per_token, _ = token_losses(old, new, adv, mask, settings, clip_ratio_c=None)
+    per_token, _ = token_losses(old, new, adv, mask, settings.loss, clip_ratio_c=None)
     expected = (per_token * mask).sum() / 200.0 * 4
     torch.testing.assert_close(out[0], expected, rtol=0, atol=1e-6)
 
@@ -280,7 +278,7 @@ def test_lambda_zero_reproduces_openrlhf_ppo_loss(is_mode, dual_clip, token_leve
     kwargs = dict(clip_eps_low=0.2, clip_eps_high=0.28, dual_clip=dual_clip, token_level_loss=token_level, **is_mode)
     info = {"dp_size": 2, "batch_num_tokens": 141.0, "global_batch_size": 11.0}
     reference, reference_grad = _openrlhf_loss(orl_loss.PolicyLoss(**kwargs), old, new, adv, mask, rollout, **info)
-    patch.apply(GRPOLambdaSettings(lam=0.0, trace="recent"))
+    patch.apply(GRPOLambdaSettings.from_values(dict(lam=0.0, trace="recent")))
     out, grad = _openrlhf_loss(orl_loss.PolicyLoss(**kwargs), old, new, adv, mask, rollout, **info)
     assert len(out) == len(reference) == 5
     for ours, theirs in zip(out, reference):
@@ -296,7 +294,7 @@ def test_lambda_zero_reproduces_openrlhf_ppo_loss(is_mode, dual_clip, token_leve
 def test_is_correction_weights_reach_the_traced_loss():
     """TIS (token clip) with λ > 0: the loss is the verl loss with the truncated IS weights,
     the weights computed here by hand as clamp(exp(old − rollout), 0.5, 2)."""
-    settings = GRPOLambdaSettings(lam=0.9, trace="recent")
+    settings = GRPOLambdaSettings.from_values(dict(lam=0.9, trace="recent"))
     old, new, adv, mask, rollout = _random_batch(seed=5)
     weights = torch.exp(old - rollout).clamp(0.5, 2.0)
     assert ((weights == 0.5) | (weights == 2.0))[mask].any()  # the truncation matters here
@@ -392,9 +390,9 @@ def _hand_advantages(rewards, n, by_std, clamp):
     "estimator,clamp", [("group_norm", -0.1), ("group_norm", None), ("dr_grpo", -0.2)], ids=["grpo", "noclamp", "dr"]
 )
 def test_patched_advantage_equals_verl_estimator(estimator, clamp):
-    from verl_lambda.register import compute_grpo_lambda_outcome_advantage
+    from verl_lambda.verl.register import compute_grpo_lambda_outcome_advantage
 
-    patch.apply(GRPOLambdaSettings(adv_clamp=clamp))
+    patch.apply(GRPOLambdaSettings.from_values(dict(adv_clamp=clamp)))
     maker = _maker(estimator, n=4)
     experiences = maker.compute_advantages_and_returns(_experiences(ORDER))
 
@@ -420,7 +418,7 @@ def test_patched_advantage_equals_verl_estimator(estimator, clamp):
 def test_patched_advantage_is_openrlhf_group_norm_then_clamp():
     """Against OpenRLHF's own (unpatched) group_norm: equal up to its ε (1e-9 vs verl's 1e-6)."""
     reference = _maker("group_norm", n=4).compute_advantages_and_returns(_experiences(ORDER))
-    patch.apply(GRPOLambdaSettings(adv_clamp=-0.1))
+    patch.apply(GRPOLambdaSettings.from_values(dict(adv_clamp=-0.1)))
     ours = _maker("group_norm", n=4).compute_advantages_and_returns(_experiences(ORDER))
     for a, b in zip(ours, reference):
         clamped = torch.where(b.action_mask, b.advantages.clamp(min=-0.1), torch.zeros_like(b.advantages))
@@ -428,7 +426,7 @@ def test_patched_advantage_is_openrlhf_group_norm_then_clamp():
 
 
 def test_patched_advantage_uses_openrlhf_length_penalties():
-    patch.apply(GRPOLambdaSettings(adv_clamp=None))
+    patch.apply(GRPOLambdaSettings.from_values(dict(adv_clamp=None)))
     maker = _maker("group_norm", n=4, overlong_buffer_len=4)
     experiences = maker.compute_advantages_and_returns(_experiences(ORDER))
     # DAPO overlong penalty with max_new_tokens 16, buffer 4: −min(len − 12, 4)/4 for len > 12
@@ -562,7 +560,7 @@ def test_launcher_hands_over_to_openrlhf_with_hook_and_its_runtime_env(fake_ray,
     assert {"TOKENIZERS_PARALLELISM", "NCCL_DEBUG", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"} <= set(env)
     # ... next to the GRPO-λ settings: flags, then environment, then defaults
     assert env["GRPO_LAMBDA"] == "1"
-    assert patch.settings_from_env(env) == GRPOLambdaSettings(lam=0.9, trace="both", adv_clamp=None)
+    assert patch.settings_from_env(env) == GRPOLambdaSettings.from_values(dict(lam=0.9, trace="both", adv_clamp=None))
 
 
 def test_launcher_splits_its_options_out_in_order():
@@ -592,7 +590,7 @@ def test_bad_settings_fail_before_ray_with_one_line(fake_ray, monkeypatch, capsy
         monkeypatch.setenv(key, value)
     assert launcher.main([*GOOD_ARGS, *extra]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("verl_lambda.openrlhf: error: ")
+    assert err.count("\n") == 1 and err.startswith("verl_lambda.patches.openrlhf: error: ")
     assert needle in err
     assert fake_ray.calls == []  # Ray was never started
 
@@ -656,7 +654,7 @@ def test_recipes_pass_the_launcher_and_openrlhf_parser_and_are_matched(fake_ray,
     lam_argv, lam_env = _recipe_argv("run_qwen2.5-7b_grpo_lambda.sh", tmp_path, {"TRACE": "both"})
     base_argv, base_env = _recipe_argv("run_qwen2.5-7b_grpo.sh", tmp_path, {"TRACE": "both"})
     assert lam_env == {"GRPO_LAMBDA_TRACE": "both"} and base_env == {}
-    assert lam_argv[:2] == base_argv[:2] == ["-m", "verl_lambda.openrlhf"]
+    assert lam_argv[:2] == base_argv[:2] == ["-m", "verl_lambda.patches.openrlhf"]
     # matched: the same OpenRLHF arguments once GRPO-λ's switch-off and the run's names are set aside
     assert "--lambda.off" in base_argv and not any(t.startswith("--lambda.") for t in lam_argv)
     lam_rest = _without(lam_argv[2:], lambda t: t in _NAMING)
@@ -666,7 +664,10 @@ def test_recipes_pass_the_launcher_and_openrlhf_parser_and_are_matched(fake_ray,
     monkeypatch.setenv("GRPO_LAMBDA_TRACE", lam_env["GRPO_LAMBDA_TRACE"])
     assert launcher.main(lam_argv[2:]) == 0
     out = capsys.readouterr().out
-    assert "GRPO-λ lam=0.99 gamma=1.0 trace=both trace_epsilon=0.0 trace_norm=none adv_clamp=-0.1" in out
+    assert (
+        "GRPO-λ lam=0.99 gamma=1.0 trace=both trace_epsilon=0.0 trace_norm=none trace_anchor=token "
+        "trace_application=ratio adv_clamp=-0.1" in out
+    )
     assert "dry run: OpenRLHF accepted its arguments" in out and '"GRPO_LAMBDA_TRACE": "both"' in out
     monkeypatch.delenv("GRPO_LAMBDA_TRACE")
     assert launcher.main(base_argv[2:]) == 0
@@ -705,7 +706,7 @@ def ray_with_hook():
         ray.shutdown()
     module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)  # ship install_gpu_stubs to the workers
-    env = patch.settings_to_env(GRPOLambdaSettings(lam=0.9, trace="both"))
+    env = patch.settings_to_env(GRPOLambdaSettings.from_values(dict(lam=0.9, trace="both")))
     ray.init(
         num_cpus=1,
         include_dashboard=False,

@@ -1,7 +1,7 @@
 """Every recipe script, run with bash in dry-run mode, composes and checks its full verl config.
 
 The scripts run for real (bash, environment defaults, "$@"); their ``python3 -m
-verl_lambda.main_ppo`` call is served by a warm interpreter (see conftest.py), except in the tests
+verl_lambda.launch.main_ppo`` call is served by a warm interpreter (see conftest.py), except in the tests
 named ``*_real_interpreter``.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from verl_lambda.config_keys import TARGET, config_key
 from verl_lambda.core.settings import setting_fields
+from verl_lambda.verl.keys import TARGET, config_key
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SOCKET_ENV = "VERL_LAMBDA_TEST_LAUNCHER_SOCKET"
@@ -145,7 +145,7 @@ def test_the_body_is_the_only_place_of_the_common_overrides():
     """Each common training override is written once: in recipes/lib.sh, not in a wrapper or a table
     (eval_math.sh is a validation-only run with its own override set)."""
     body = (RECIPES / "lib.sh").read_text()
-    for key in ("actor_rollout_ref.actor.kl_loss_coef=0.001", "reward.custom_reward_function.path=pkg://verl_lambda.math_reward",
+    for key in ("actor_rollout_ref.actor.kl_loss_coef=0.001", "reward.custom_reward_function.path=pkg://verl_lambda.math.reward",
                 "actor_rollout_ref.rollout.name=vllm", "algorithm.adv_estimator=grpo_lambda"):  # fmt: skip
         assert body.count(key) == 1, key
         others = [p for p in RECIPES.rglob("*.sh") if p.name not in ("lib.sh", "eval_math.sh") and key in p.read_text()]
@@ -166,9 +166,11 @@ def test_recipe_dry_run_composes_and_validates(dry_run, name):
     assert c["actor_rollout_ref.model.path"] == model_path
     assert c["data.train_files"] == [f"{dry_run.data_dir}/{s}.parquet" for s in train_sets]
     assert c["data.val_files"] == [f"{dry_run.data_dir}/{s}.parquet" for s in BENCHMARKS]
-    assert c["reward.custom_reward_function.path"] == "pkg://verl_lambda.math_reward"
+    assert c["reward.custom_reward_function.path"] == "pkg://verl_lambda.math.reward"
     assert c["reward.custom_reward_function.name"] == "compute_score"
-    assert "verl_lambda.register" in c["ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"].split(",")
+    assert "verl_lambda.verl.register" in c["ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"].split(
+        ","
+    )
     assert c["actor_rollout_ref.rollout.n"] == 8
     assert c["trainer.n_gpus_per_node"] == 8
 
@@ -283,13 +285,13 @@ def test_bad_settings_fail_before_ray_with_one_line(failure_runs, case):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("verl_lambda.main_ppo: error: ")
+    assert lines[0].startswith("verl_lambda.launch.main_ppo: error: ")
     assert needle in lines[0]
     assert "ray init kwargs" not in result.stdout
 
 
 def test_recipes_with_the_real_interpreter(run_script, tmp_path):
-    """No warm server: a fresh `python3 -m verl_lambda.main_ppo` per script (both run at once)."""
+    """No warm server: a fresh `python3 -m verl_lambda.launch.main_ppo` per script (both run at once)."""
     real = {SOCKET_ENV: "", "DATA_DIR": str(tmp_path), "RAY_ADDRESS": "auto"}
     jobs = {
         "lam": subprocess.Popen(
@@ -312,8 +314,8 @@ def test_recipes_with_the_real_interpreter(run_script, tmp_path):
     stdout, stderr, rc = out["lam"]
     assert rc == 2
     assert stderr.strip() == (
-        "verl_lambda.main_ppo: error: actor_rollout_ref.actor.policy_loss.lam (from GRPO_LAMBDA_LAM) must be a number "
-        "in [0, 1], got 2.0"
+        "verl_lambda.launch.main_ppo: error: actor_rollout_ref.actor.policy_loss.lam (from GRPO_LAMBDA_LAM) must be "
+        "a number in [0, 1], got 2.0"
     )
     stdout, stderr, rc = out["megatron"]
     assert rc == 0, stderr
@@ -338,7 +340,7 @@ def test_multinode_recipe_submits_a_ray_job_with_the_runtime_env(run_script, tmp
     assert f"--runtime-env={RECIPES / 'runtime_env.yaml'}" in args
     assert "--address=http://127.0.0.1:8265" in args
     entry = args[args.index("--") + 1 :]
-    assert entry[:3] == ["python3", "-m", "verl_lambda.main_ppo"]
+    assert entry[:3] == ["python3", "-m", "verl_lambda.launch.main_ppo"]
     assert "trainer.nnodes=2" in entry and "--config-name=ppo_megatron_trainer" in entry
     assert "actor_rollout_ref.actor.megatron.context_parallel_size=2" in entry
     assert entry[-1] == "trainer.save_freq=10"
@@ -346,7 +348,7 @@ def test_multinode_recipe_submits_a_ray_job_with_the_runtime_env(run_script, tmp
 
 def test_runtime_env_carries_the_plugin_registration():
     env = yaml.safe_load((RECIPES / "runtime_env.yaml").read_text())
-    assert env["env_vars"]["VERL_USE_EXTERNAL_MODULES"] == "verl_lambda.register"
+    assert env["env_vars"]["VERL_USE_EXTERNAL_MODULES"] == "verl_lambda.verl.register"
     assert all(isinstance(v, str) for v in env["env_vars"].values())  # Ray wants string values
 
 
@@ -362,7 +364,7 @@ def test_eval_script_dry_run(dry_run, tmp_path):
     assert c["data.val_files"] == [f"{dry_run.data_dir}/{s}.parquet" for s in BENCHMARKS]
     assert "file" in c["trainer.logger"]
     assert c["ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"] == f"{tmp_path}/base_model.metrics.jsonl"
-    assert c["reward.custom_reward_function.path"] == "pkg://verl_lambda.math_reward"
+    assert c["reward.custom_reward_function.path"] == "pkg://verl_lambda.math.reward"
 
 
 PAPER_MODELS = {

@@ -9,20 +9,20 @@ from hydra import compose, initialize_config_dir
 from ray_wait import ray_result
 from verl.trainer.ppo import core_algos
 
-import verl_lambda.register as register_module
-from verl_lambda.config import GRPOLambdaLossConfig
+import verl_lambda.verl.register as register_module
+from verl_lambda.verl.config import GRPOLambdaLossConfig
 
 VERL_CONFIG_DIR = str(Path(verl.__file__).parent / "trainer" / "config")
 
 PLUGIN_OVERRIDES = [
     "algorithm.adv_estimator=grpo_lambda",
     "+algorithm.grpo_lambda.adv_clamp=-0.1",
-    "actor_rollout_ref.actor.policy_loss._target_=verl_lambda.config.GRPOLambdaLossConfig",
+    "actor_rollout_ref.actor.policy_loss._target_=verl_lambda.verl.config.GRPOLambdaLossConfig",
     "actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda",
     "+actor_rollout_ref.actor.policy_loss.lam=0.95",
     "+actor_rollout_ref.actor.policy_loss.trace=both",
     "+actor_rollout_ref.actor.policy_loss.trace_epsilon=0.01",
-    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_lambda.register",
+    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_lambda.verl.register",
     "actor_rollout_ref.model.path=/models/tiny",
     "actor_rollout_ref.actor.ppo_mini_batch_size=8",
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
@@ -56,7 +56,7 @@ def test_a_foreign_estimator_under_our_name_is_refused():
 def test_check_registered_names_the_fix():
     saved = core_algos.POLICY_LOSS_REGISTRY.pop("grpo_lambda")
     try:
-        with pytest.raises(RuntimeError, match="VERL_USE_EXTERNAL_MODULES=verl_lambda.register"):
+        with pytest.raises(RuntimeError, match="VERL_USE_EXTERNAL_MODULES=verl_lambda.verl.register"):
             register_module.check_registered()
     finally:
         core_algos.POLICY_LOSS_REGISTRY["grpo_lambda"] = saved
@@ -66,7 +66,7 @@ def test_entry_point_is_declared():
     from importlib.metadata import entry_points
 
     names = {ep.name: ep.value for ep in entry_points(group="verl.plugins")}
-    assert names.get("grpo_lambda") == "verl_lambda.register"
+    assert names.get("grpo_lambda") == "verl_lambda.verl.register"
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_registration_is_visible_inside_ray_actors(ray_local):
         "entry point": {"VERL_USE_EXTERNAL_PLUGINS": "auto"},
         "environment variable": {
             "VERL_USE_EXTERNAL_PLUGINS": "none",
-            "VERL_USE_EXTERNAL_MODULES": "verl_lambda.register",
+            "VERL_USE_EXTERNAL_MODULES": "verl_lambda.verl.register",
         },
         "neither (control)": {"VERL_USE_EXTERNAL_PLUGINS": "none", "VERL_USE_EXTERNAL_MODULES": ""},
     }
@@ -126,7 +126,7 @@ def test_hydra_composition_passes_verl_validate_config():
     assert isinstance(actor.policy_loss, GRPOLambdaLossConfig)
     assert (actor.policy_loss.lam, actor.policy_loss.trace, actor.policy_loss.trace_epsilon) == (0.95, "both", 0.01)
     assert config.algorithm.grpo_lambda.adv_clamp == -0.1
-    assert config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "verl_lambda.register"
+    assert config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "verl_lambda.verl.register"
     assert not need_critic(config)
 
 

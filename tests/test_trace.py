@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verl_lambda.core.settings import GRPOLambdaSettings
+from verl_lambda.core.settings import GRPOLambdaSettings, LossSettings
 from verl_lambda.core.trace import apply_trace, apply_trace_reference, discounted_cumsum
 
 LAMS = [0.0, 0.5, 0.9, 0.99, 1.0]
@@ -29,9 +29,7 @@ def _inputs(seed, batch, length, dtype=torch.float64, leading=False):
 
 def _kwargs(lam, style, eps, norm, gamma=1.0):
     trace, anchor = style if isinstance(style, tuple) else (style, "token")
-    return GRPOLambdaSettings(
-        lam=lam, gamma=gamma, trace=trace, trace_anchor=anchor, trace_epsilon=eps, trace_norm=norm
-    )
+    return LossSettings(lam=lam, gamma=gamma, trace=trace, trace_anchor=anchor, trace_epsilon=eps, trace_norm=norm)
 
 
 @pytest.mark.parametrize("lam,style,eps,norm", GRID)
@@ -165,7 +163,7 @@ def test_empty_and_all_masked_rows():
     x = torch.randn(3, 5)
     mask = torch.zeros(3, 5, dtype=torch.bool)
     mask[1, 2] = True
-    out = apply_trace(x, mask, GRPOLambdaSettings(trace="both", trace_epsilon=0.1, trace_norm="sum"))
+    out = apply_trace(x, mask, LossSettings(trace="both", trace_epsilon=0.1, trace_norm="sum"))
     assert out[0].eq(0).all() and out[2].eq(0).all()
     assert out[1, 2].item() == pytest.approx(x[1, 2].item())
     assert apply_trace(torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.bool)).shape == (2, 0)
@@ -187,7 +185,7 @@ def test_empty_and_all_masked_rows():
 )
 def test_bad_settings_raise_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"^{field} must be"):
-        GRPOLambdaSettings(**kwargs)
+        GRPOLambdaSettings.from_values(kwargs)
 
 
 def test_shape_mismatch_raises():

@@ -1,37 +1,86 @@
-"""What every command line of the project shares: the one-line error, the dry-run switch, env flags.
+"""What every command line of the project shares: one way to fail, the dry-run switch, on/off words.
 
 A mistake on a command line ends it with one line on stderr, ``<prog>: error: <what to change>``,
-and exit status 2, before any Ray process starts: raise :class:`LaunchError` and let
-:func:`run_main` print it. Bash recipes read the same words for true and false (``recipes/lib.sh``).
+and exit status 2, before any Ray process starts. There is one way to get there: raise
+:class:`LaunchError` inside :func:`command_main` (which also turns Ctrl-C into one line and exit
+status 130), or let an :class:`ArgumentParser` of this module refuse an argument. Bash recipes read
+the same words for true and false (``recipes/lib.sh``).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import NoReturn
 
 __all__ = [
     "LaunchError",
+    "ArgumentParser",
     "DRY_RUN_ENV",
     "DRY_RUN_FLAG",
     "TRUE_WORDS",
     "FALSE_WORDS",
+    "INTERRUPTED",
     "env_flag",
     "dry_run",
     "one_line",
     "fail",
-    "run_main",
+    "command_main",
 ]
 
 DRY_RUN_ENV = "VERL_LAMBDA_DRY_RUN"
 DRY_RUN_FLAG = "--dry-run"
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("", "0", "false", "no", "off")
+#: the exit status of a command ended by Ctrl-C (128 + SIGINT), as a shell reports it
+INTERRUPTED = 130
 
 
 class LaunchError(ValueError):
     """A command line that must not start; the message is one line that says what to change."""
+
+
+def one_line(err: BaseException | str) -> str:
+    """An exception (or a text) as one line; Hydra's instantiation errors show the dataclass's own message."""
+    if isinstance(err, BaseException):
+        while err.__cause__ is not None and type(err).__name__ == "InstantiationException":
+            err = err.__cause__
+        text = " ".join(str(err).split())
+        return text or type(err).__name__
+    return " ".join(str(err).split())
+
+
+def fail(prog: str, message: str | BaseException) -> int:
+    """Print ``<prog>: error: <message>`` (one line) on stderr; returns the exit status 2."""
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr, flush=True)
+    return 2
+
+
+def command_main(prog: str, body: Callable[[], int | None], interrupted: str = "interrupted") -> int:
+    """Run ``body``: a :class:`LaunchError` becomes one line and exit status 2, Ctrl-C one line
+    (``<prog>: <interrupted>``) and exit status 130; returns ``body``'s status (None counts as 0)."""
+    try:
+        status = body()
+    except LaunchError as err:
+        return fail(prog, err)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: {interrupted}", file=sys.stderr, flush=True)
+        return INTERRUPTED
+    return 0 if status is None else int(status)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's failure: one line ``<prog>: error: ...`` and exit status 2, no usage
+    block; abbreviations of long options are off (``--dryrun`` is not ``--dry-run``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        sys.exit(fail(self.prog, f"{message} (see {self.prog} --help)"))
 
 
 def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -50,25 +99,3 @@ def dry_run(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> tu
     """``(asked for a dry run, argv without --dry-run)``: ``--dry-run`` anywhere or ``VERL_LAMBDA_DRY_RUN=1``."""
     rest = [a for a in argv if a != DRY_RUN_FLAG]
     return env_flag(DRY_RUN_ENV, environ) or len(rest) != len(argv), rest
-
-
-def one_line(err: BaseException) -> str:
-    """An exception as one line; Hydra's instantiation errors show the dataclass's own message."""
-    while err.__cause__ is not None and type(err).__name__ == "InstantiationException":
-        err = err.__cause__
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
-def fail(prog: str, message: str) -> int:
-    """Print ``<prog>: error: <message>`` (one line) on stderr; returns the exit status 2."""
-    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
-    return 2
-
-
-def run_main(prog: str, main: Callable[[], int]) -> int:
-    """Run ``main``; a :class:`LaunchError` becomes one line and exit status 2."""
-    try:
-        return main()
-    except LaunchError as err:
-        return fail(prog, str(err))

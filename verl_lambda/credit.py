@@ -14,13 +14,14 @@ import argparse
 import itertools
 from pathlib import Path
 
-from verl_lambda.core.settings import GRPOLambdaSettings, setting_fields
+from verl_lambda.core.choices import TRACE_ANCHORS, TRACE_APPLICATIONS, TRACE_STYLES
+from verl_lambda.core.settings import GRPOLambdaSettings, LossSettings, setting_fields
 
 __all__ = ["add_arguments", "check", "run", "credit_curves"]
 
-STYLES = ("recent", "both", "early")
-ANCHORS = ("token", "end")
-APPLICATIONS = ("ratio", "weight")
+STYLES = tuple(TRACE_STYLES)
+ANCHORS = tuple(TRACE_ANCHORS)
+APPLICATIONS = tuple(TRACE_APPLICATIONS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,13 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("credit.png"), help="the plot (default ./credit.png)")
 
 
-def _settings(args: argparse.Namespace, trace: str, anchor: str, application: str) -> GRPOLambdaSettings:
+def _settings(args: argparse.Namespace, trace: str, anchor: str, application: str) -> LossSettings:
     given = {
         n: getattr(args, n) for n in ("lam", "gamma", "trace_epsilon", "trace_norm") if getattr(args, n) is not None
     }
     labels = {n: "--" + n.replace("_", "-") for n in given}
     chosen = {"trace": trace, "trace_anchor": anchor, "trace_application": application}
-    return GRPOLambdaSettings.from_strings({**given, **chosen}, labels)
+    return GRPOLambdaSettings.from_strings({**given, **chosen}, labels).loss
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

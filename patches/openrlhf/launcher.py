@@ -1,6 +1,6 @@
-r"""Run OpenRLHF's PPO trainer with GRPO-λ (``python -m verl_lambda.openrlhf``).
+r"""Run OpenRLHF's PPO trainer with GRPO-λ (``python -m verl_lambda.patches.openrlhf``).
 
-    python -m verl_lambda.openrlhf [--lambda.<setting> VALUE ...] <openrlhf.cli.train_ppo_ray args>
+    python -m verl_lambda.patches.openrlhf [--lambda.<setting> VALUE ...] <openrlhf.cli.train_ppo_ray args>
 
 The ``--lambda.*`` options (anywhere on the line) are taken out; every other argument goes to
 OpenRLHF's ``openrlhf.cli.train_ppo_ray`` unchanged. There is one option per setting of
@@ -52,7 +52,7 @@ __all__ = [
 OPENRLHF_CLI = "openrlhf.cli.train_ppo_ray"
 SETUP_HOOK = "verl_lambda.patches.openrlhf.apply"
 FLAG_PREFIX = "--lambda."
-PROG = "verl_lambda.openrlhf"
+PROG = "verl_lambda.patches.openrlhf"
 
 
 def _flag(name: str) -> str:

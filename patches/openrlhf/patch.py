@@ -26,7 +26,7 @@ Both patches must run inside OpenRLHF's Ray actor processes. :func:`apply` is wr
 reads the settings from
 environment variables and patches OpenRLHF's classes when their modules are imported (at once if
 they already are), so a worker that never loads OpenRLHF's loss or experience maker pays nothing.
-The launcher ``python -m verl_lambda.openrlhf`` sets all of this up.
+The launcher ``python -m verl_lambda.patches.openrlhf`` sets all of this up.
 
 Environment variables (strings): ``GRPO_LAMBDA=1`` switches GRPO-λ on; each setting of
 :class:`~verl_lambda.core.settings.GRPOLambdaSettings` comes from ``GRPO_LAMBDA_<NAME>`` (e.g.
@@ -264,7 +264,7 @@ def grpo_lambda_advantages(
     sizes = [len(e.index) for e in experiences]
     scores = torch.cat([e.rewards.reshape(-1) for e in experiences])
     groups = [int(k) // int(n_samples_per_prompt) for k in itertools.chain.from_iterable(e.index for e in experiences)]
-    per_sample = group_advantages(scores, groups, settings, norm_by_std=GROUP_ESTIMATORS[estimator])
+    per_sample = group_advantages(scores, groups, settings.advantage, norm_by_std=GROUP_ESTIMATORS[estimator])
     for experience, value in zip(experiences, per_sample.split(sizes)):
         mask = experience.action_mask
         advantages = value.to(mask.device).unsqueeze(-1) * mask.to(value.dtype)
@@ -370,7 +370,7 @@ def _make_loss_patch(original: Callable, aggregate: Callable) -> Callable:
             log_probs,
             advantages,
             mask,
-            settings,
+            settings.loss,
             clip_ratio_low=self.clip_eps_low,
             clip_ratio_high=self.clip_eps_high,
             clip_ratio_c=self.dual_clip,

@@ -1,6 +1,6 @@
 """OpenRLHF reward function (``--reward.remote_url recipes/openrlhf/math_reward_func.py``).
 
-Scores a response with the same rule as the verl recipes (:func:`verl_lambda.math_reward.compute_score`:
+Scores a response with the same rule as the verl recipes (:func:`verl_lambda.math.reward.compute_score`:
 1.0 when the last ``\\boxed{...}`` equals the reference answer, else 0.0), so GRPO-λ runs in verl and
 in OpenRLHF train on the same reward. Labels come from ``--data.label_key``: the ``reward_model``
 column of the parquet files written by ``recipes/prepare_data.sh`` (``{"ground_truth": ...}``) or a
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from verl_lambda.math_reward import compute_score
+from verl_lambda.math.reward import compute_score
 
 
 def _ground_truth(label: Any) -> Any:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GRPO-λ or its matched GRPO baseline on Qwen2.5-7B with OpenRLHF 0.11.x (Ray + vLLM hybrid engine,
-# DeepSpeed ZeRO-3), one node of 8 GPUs, through python -m verl_lambda.openrlhf (--lambda.off: unpatched).
+# DeepSpeed ZeRO-3), one node of 8 GPUs, through python -m verl_lambda.patches.openrlhf (--lambda.off: unpatched).
 #
 #   bash recipes/openrlhf/run.sh METHOD [more train_ppo_ray / --lambda.* args]   METHOD: grpo_lambda | grpo
 #   TRACE=both bash recipes/openrlhf/run.sh grpo_lambda                    # any GRPO-λ setting, recipes/README.md
@@ -106,5 +106,5 @@ LOG=(
 if [ -n "${WANDB_API_KEY:-}" ]; then LOG+=(--logger.wandb.key "$WANDB_API_KEY"); fi
 
 set -x
-python3 -m verl_lambda.openrlhf "${METHOD_ARGS[@]}" "${CKPT[@]}" "${ROLLOUT[@]}" "${ENGINE[@]}" "${OPTIMIZER[@]}" \
-    "${LOG[@]}" "$@"
+python3 -m verl_lambda.patches.openrlhf "${METHOD_ARGS[@]}" "${CKPT[@]}" "${ROLLOUT[@]}" "${ENGINE[@]}" \
+    "${OPTIMIZER[@]}" "${LOG[@]}" "$@"

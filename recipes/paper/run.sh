@@ -7,7 +7,7 @@
 #     METHOD grpo_lambda | grpo
 #   ANCHOR=token TRACE=both bash recipes/paper/run.sh ...   # any GRPO-λ setting (recipes/README.md)
 #   VERL_LAMBDA_DRY_RUN=1 bash recipes/paper/run.sh ...     # compose and check on a CPU, start nothing
-# Data: python -m verl_lambda.math_data --paper --out-dir "$DATA_DIR" (and the benchmarks for validation).
+# Data: python -m verl_lambda.math.data --paper --out-dir "$DATA_DIR" (and the benchmarks for validation).
 set -euo pipefail
 fail() { echo "recipes/paper/run.sh: error: $*" >&2; exit 2; }
 [ $# -ge 3 ] || fail "usage: bash recipes/paper/run.sh MODEL SET METHOD [hydra overrides...]"

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from verl.trainer.ppo import core_algos
 
-import verl_lambda.register  # noqa: F401  (the plugin registers before it is wrapped)
+import verl_lambda.verl.register  # noqa: F401  (the plugin registers before it is wrapped)
 
 CAPTURE_DIR_ENV = "VERL_LAMBDA_E2E_CAPTURE_DIR"
 CAPTURE_DIR = os.environ.get(CAPTURE_DIR_ENV)

@@ -1,6 +1,6 @@
 """Shared pieces of the end-to-end suite: one training run of verl's real trainer, its captures, references.
 
-:class:`TrainerRun` is one command (``python -m verl_lambda.main_ppo``, plain
+:class:`TrainerRun` is one command (``python -m verl_lambda.launch.main_ppo``, plain
 ``python -m verl.trainer.main_ppo``, a recipe script or ``python -m verl_lambda.smoke``) run once
 on the CPU harness of :mod:`verl_lambda.smoke` with :mod:`e2e_capture` loaded in every process.
 :class:`RunOutcome` holds its exit status, wall time, console metrics and the captured
@@ -43,7 +43,7 @@ REGISTRATION_KEY = "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_M
 GRPO_LAMBDA_SWITCHES = [
     "algorithm.adv_estimator=grpo_lambda",
     "+algorithm.grpo_lambda.adv_clamp=-0.1",
-    "actor_rollout_ref.actor.policy_loss._target_=verl_lambda.config.GRPOLambdaLossConfig",
+    "actor_rollout_ref.actor.policy_loss._target_=verl_lambda.verl.config.GRPOLambdaLossConfig",
     "actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda",
     "+actor_rollout_ref.actor.policy_loss.lam=0.99",
     "+actor_rollout_ref.actor.policy_loss.gamma=1.0",
@@ -106,7 +106,7 @@ class TrainerRun:
     """One command to run on the harness; ``extra_overrides`` go after the harness's own overrides."""
 
     name: str
-    command: list[str]  # e.g. [python, -m, verl_lambda.main_ppo, switches...]; harness overrides are appended
+    command: list[str]  # e.g. [python, -m, verl_lambda.launch.main_ppo, switches...]; harness overrides are appended
     extra_overrides: list[str] = field(default_factory=list)
     sizes: HarnessSizes = HarnessSizes()
     env: dict[str, str] = field(default_factory=dict)

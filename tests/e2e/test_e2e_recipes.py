@@ -1,7 +1,7 @@
 """The FSDP recipe scripts end to end, through their real launch path, via ``python -m verl_lambda.smoke``.
 
 ``python -m verl_lambda.smoke --steps 1 -- bash recipes/run_<model>_<method>.sh`` runs the script
-as a user would (bash, its environment defaults, ``python3 -m verl_lambda.main_ppo``) with the
+as a user would (bash, its environment defaults, ``python3 -m verl_lambda.launch.main_ppo``) with the
 CPU-harness overrides appended through its ``"$@"``, for one training step; e2e_capture checks
 every estimator and loss call on the way. The recipes differ across models only in values (model
 id, data files, lengths, rollout TP), which the harness replaces, so one model's GRPO-λ recipe and
@@ -152,7 +152,9 @@ def test_smoke_refuses_megatron_and_missing_commands():
 def test_smoke_reports_a_failed_run_with_the_log_tail(e2e_guard):
     """The launcher refuses an unpaired estimator before Ray starts: the smoke check exits 1 and shows why."""
     started = time.monotonic()
-    code, text = _smoke("--", sys.executable, "-m", "verl_lambda.main_ppo", "algorithm.adv_estimator=grpo_lambda")
+    code, text = _smoke(
+        "--", sys.executable, "-m", "verl_lambda.launch.main_ppo", "algorithm.adv_estimator=grpo_lambda"
+    )
     e2e.record_time("smoke check of a refused command", time.monotonic() - started, code == 1)
     kept = re.search(r"work folder kept: (\S+)\)", text)
     if kept:  # a failed smoke check keeps its folder for the user; the test removes it
@@ -169,7 +171,7 @@ def test_a_run_stopped_at_its_time_limit_leaves_no_process(harness_assets, e2e_w
     from verl_lambda.smoke.harness import harness_overrides
 
     work = e2e_work_root / "time_limit"
-    argv = e2e.python_module("verl_lambda.main_ppo", *e2e.GRPO_LAMBDA_SWITCHES) + harness_overrides(
+    argv = e2e.python_module("verl_lambda.launch.main_ppo", *e2e.GRPO_LAMBDA_SWITCHES) + harness_overrides(
         harness_assets.model, harness_assets.train_file, harness_assets.val_file, ray_temp_dir, work
     )
     seen_ray = []

@@ -1,4 +1,4 @@
-"""What a plain-verl user must write so that their own modules and ``verl_lambda.register`` reach the workers.
+"""What a plain-verl user must write so that their own modules and ``verl_lambda.verl.register`` reach the workers.
 
 Each candidate runs verl 0.9.1's own driver code (Hydra composition, ``run_ppo``'s runtime-env
 merge and ``ray.init``) with a probe TaskRunner (``registration_probe.py``) that resolves the
@@ -25,25 +25,25 @@ RAY = [
     "++ray_kwargs.ray_init.num_cpus=2",
     "++ray_kwargs.ray_init.include_dashboard=False",
 ]
-DOCUMENTED = f"\"+{KEY}='${{VERL_USE_EXTERNAL_MODULES:+$VERL_USE_EXTERNAL_MODULES,}}verl_lambda.register'\""
+DOCUMENTED = f"\"+{KEY}='${{VERL_USE_EXTERNAL_MODULES:+$VERL_USE_EXTERNAL_MODULES,}}verl_lambda.verl.register'\""
 
 # name -> (the argument as the user types it in bash, what the worker sees)
 CANDIDATES = {
     # the old recipe form: the runtime-env value replaces the driver's variable
-    "recipe_key_alone": (f"+{KEY}=verl_lambda.register", {"user_module": False, "registered": True}),
+    "recipe_key_alone": (f"+{KEY}=verl_lambda.verl.register", {"user_module": False, "registered": True}),
     # Ray would expand ${VAR}, but verl's TaskRunner runs OmegaConf.resolve(config) first
     "unescaped_ray_expansion": (
-        f"'+{KEY}=\"${{VERL_USE_EXTERNAL_MODULES}},verl_lambda.register\"'",
+        f"'+{KEY}=\"${{VERL_USE_EXTERNAL_MODULES}},verl_lambda.verl.register\"'",
         {"resolve": "InterpolationKeyError", "user_module": True, "registered": True},
     ),
     # OmegaConf's escape survives resolution, but Ray receives the backslash
     "escaped_ray_expansion": (
-        f"'+{KEY}=\"\\${{VERL_USE_EXTERNAL_MODULES}},verl_lambda.register\"'",
+        f"'+{KEY}=\"\\${{VERL_USE_EXTERNAL_MODULES}},verl_lambda.verl.register\"'",
         {"resolve": "ok", "user_module": False, "registered": False, "modules_env_starts": "\\"},
     ),
     # OmegaConf's oc.env resolver: the driver hands Ray the unresolved text
     "oc_env_resolver": (
-        f"'+{KEY}=\"${{oc.env:VERL_USE_EXTERNAL_MODULES}},verl_lambda.register\"'",
+        f"'+{KEY}=\"${{oc.env:VERL_USE_EXTERNAL_MODULES}},verl_lambda.verl.register\"'",
         {"user_module": False, "registered": False, "modules_env_starts": "${oc.env"},
     ),
     # the documented form: the shell expands the variable, the value is a plain list

@@ -2,11 +2,11 @@
 
 Four runs of 2 training steps each (tiny model, CPU harness, e2e_capture in every process):
 
-* ``lambda_launcher`` — ``python -m verl_lambda.main_ppo``; remove-padding on, fixed micro-batches,
+* ``lambda_launcher`` — ``python -m verl_lambda.launch.main_ppo``; remove-padding on, fixed micro-batches,
   2 epochs × 2 mini-batches (off-policy updates), KL loss on (``low_var_kl``), ``trace=recent``;
   registration route 1: user modules (the harness and capture modules) in the driver's
   ``VERL_USE_EXTERNAL_MODULES`` *and* the old recipe-style
-  ``+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_lambda.register``.
+  ``+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_lambda.verl.register``.
 * ``lambda_plain_verl`` — plain ``python -m verl.trainer.main_ppo`` started by bash with the
   documented registration argument (shell-expanded); remove-padding off, dynamic batch size
   (40-token budget: one sequence per micro-batch), ``trace=both``, ``trace_epsilon=0.01``,
@@ -49,17 +49,17 @@ FLOAT32_ENGINE = [
 ]
 # What a plain-verl user writes (README): the shell puts their own modules in front of the plugin's.
 PLAIN_VERL_REGISTRATION = (
-    f"\"+{REGISTRATION}='${{VERL_USE_EXTERNAL_MODULES:+$VERL_USE_EXTERNAL_MODULES,}}verl_lambda.register'\""
+    f"\"+{REGISTRATION}='${{VERL_USE_EXTERNAL_MODULES:+$VERL_USE_EXTERNAL_MODULES,}}verl_lambda.verl.register'\""
 )
 
 RUNS = {
     "lambda_launcher": e2e.TrainerRun(
         name="lambda_launcher",
         command=e2e.python_module(
-            "verl_lambda.main_ppo",
+            "verl_lambda.launch.main_ppo",
             *e2e.GRPO_LAMBDA_SWITCHES,
             "+actor_rollout_ref.actor.policy_loss.trace=recent",
-            f"+{REGISTRATION}=verl_lambda.register",
+            f"+{REGISTRATION}=verl_lambda.verl.register",
         ),
         extra_overrides=["actor_rollout_ref.model.use_remove_padding=True", *OFF_POLICY, *KL_LOSS, *FLOAT32_ENGINE],
     ),
@@ -80,7 +80,9 @@ RUNS = {
     "lambda_dp2_sp2": e2e.TrainerRun(
         name="lambda_dp2_sp2",
         command=e2e.python_module(
-            "verl_lambda.main_ppo", *e2e.GRPO_LAMBDA_SWITCHES, "+actor_rollout_ref.actor.policy_loss.trace=recent"
+            "verl_lambda.launch.main_ppo",
+            *e2e.GRPO_LAMBDA_SWITCHES,
+            "+actor_rollout_ref.actor.policy_loss.trace=recent",
         ),
         extra_overrides=[
             "actor_rollout_ref.model.use_remove_padding=True",
@@ -221,7 +223,7 @@ def test_registration_route_launcher_keeps_driver_modules(trainer_outcome):
     outcome = trainer_outcome(RUNS["lambda_launcher"])
     outcome.require_success()
     log = outcome.result.log_text()
-    assert "verl_lambda.smoke.platform,verl_lambda.smoke.rollout,e2e_capture,verl_lambda.register" in log
+    assert "verl_lambda.smoke.platform,verl_lambda.smoke.rollout,e2e_capture,verl_lambda.verl.register" in log
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ KEY = "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"
 
 
 def test_other_verl_versions_are_refused_with_one_line(monkeypatch):
-    import verl_lambda.verl_version as verl_version
+    import verl_lambda.verl.version as verl_version
 
     monkeypatch.setattr(verl_version, "installed_verl", lambda: "0.9.0")
     with pytest.raises(smoke.UnsupportedVerl) as err:
@@ -47,10 +47,10 @@ def test_console_metrics_are_parsed_per_step():
 
 
 def test_runtime_env_module_lists_keep_the_harness_modules():
-    args = ["a=1", f"+{KEY}=verl_lambda.register", f"++{KEY}='m1,verl_lambda.smoke.platform'"]
+    args = ["a=1", f"+{KEY}=verl_lambda.verl.register", f"++{KEY}='m1,verl_lambda.smoke.platform'"]
     merged = merge_registration_args(args)
     assert merged[0] == "a=1"
-    assert merged[1] == f"+{KEY}='{','.join([*HARNESS_MODULES, 'verl_lambda.register'])}'"
+    assert merged[1] == f"+{KEY}='{','.join([*HARNESS_MODULES, 'verl_lambda.verl.register'])}'"
     assert merged[2] == f"++{KEY}='{','.join([*HARNESS_MODULES, 'm1'])}'"
 
 
@@ -77,7 +77,7 @@ def test_foreign_ray_clusters_are_refused():
         (["python", "-m", "verl.trainer.main_ppo", "--config-name=ppo_megatron_trainer"], "Megatron"),
         (["bash", "no/such/script.sh"], "no such script"),
         (["bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda.sh"], None),
-        (["python", "-m", "verl_lambda.main_ppo", "trainer.experiment_name=megatron_vs_fsdp"], None),
+        (["python", "-m", "verl_lambda.launch.main_ppo", "trainer.experiment_name=megatron_vs_fsdp"], None),
     ],
 )
 def test_commands_that_cannot_run_on_the_cpu_harness(command, problem):

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from packaging.version import Version
 
-from verl_lambda.verl_version import FIRST_WITH_ENTRY_POINTS, loads_entry_points
+from verl_lambda.verl.version import FIRST_WITH_ENTRY_POINTS, loads_entry_points
 
 REPO = Path(__file__).resolve().parents[2]
 VERL_VERSION = importlib.metadata.version("verl")
@@ -41,13 +41,13 @@ SPEC_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-tok
 PLUGIN_OVERRIDES = [
     "algorithm.adv_estimator=grpo_lambda",
     f"+algorithm.grpo_lambda.adv_clamp={ADV_CLAMP}",
-    "actor_rollout_ref.actor.policy_loss._target_=verl_lambda.config.GRPOLambdaLossConfig",
+    "actor_rollout_ref.actor.policy_loss._target_=verl_lambda.verl.config.GRPOLambdaLossConfig",
     "actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda",
     *[f"+actor_rollout_ref.actor.policy_loss.{key}={value}" for key, value in SETTINGS.items()],
     f"actor_rollout_ref.actor.clip_ratio_low={CLIP_LOW}",
     f"actor_rollout_ref.actor.clip_ratio_high={CLIP_HIGH}",
     f"actor_rollout_ref.actor.clip_ratio_c={CLIP_C}",
-    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_lambda.register",
+    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_lambda.verl.register",
     "actor_rollout_ref.model.path=/models/tiny",
     "actor_rollout_ref.actor.ppo_mini_batch_size=8",
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",

@@ -49,9 +49,9 @@ from matrix_support import (
 )
 from ray_wait import ray_result
 
-import verl_lambda.register  # noqa: F401  (registers in this process)
-from verl_lambda.config import GRPOLambdaLossConfig
-from verl_lambda.verl_version import UnsupportedVerl, check_verl_version, supported_verl
+import verl_lambda.verl.register  # noqa: F401  (registers in this process)
+from verl_lambda.verl.config import GRPOLambdaLossConfig
+from verl_lambda.verl.version import UnsupportedVerl, check_verl_version, supported_verl
 
 V = f"verl_{VERL_VERSION}"
 RTOL = 1e-5  # relative agreement with the float64 spec asked of every path
@@ -113,7 +113,7 @@ ROUTES = {  # route -> (worker environment, build the actor config in the worker
     "control": ({"VERL_USE_EXTERNAL_PLUGINS": "none", "VERL_USE_EXTERNAL_MODULES": ""}, False),
     "entry_point": ({"VERL_USE_EXTERNAL_PLUGINS": "auto", "VERL_USE_EXTERNAL_MODULES": ""}, False),
     "VERL_USE_EXTERNAL_MODULES": (
-        {"VERL_USE_EXTERNAL_PLUGINS": "none", "VERL_USE_EXTERNAL_MODULES": "verl_lambda.register"},
+        {"VERL_USE_EXTERNAL_PLUGINS": "none", "VERL_USE_EXTERNAL_MODULES": "verl_lambda.verl.register"},
         False,
     ),
     "policy_loss._target_": ({"VERL_USE_EXTERNAL_PLUGINS": "none", "VERL_USE_EXTERNAL_MODULES": ""}, True),
@@ -163,7 +163,7 @@ def route_reports():
                     "before": before,
                     "after": names(),
                     "built": built,
-                    "register_imported": "verl_lambda.register" in sys.modules,
+                    "register_imported": "verl_lambda.verl.register" in sys.modules,
                 }
 
         probe = ray.remote(num_cpus=0)(RegistryProbe)
@@ -637,7 +637,7 @@ def test_recipe_dry_run(dry_runs, engine):
     assert "dry run: config composed and checked" in out, out[-3000:]
     actor = config["actor_rollout_ref"]["actor"]
     assert config["algorithm"]["adv_estimator"] == "grpo_lambda"
-    assert actor["policy_loss"]["_target_"] == "verl_lambda.config.GRPOLambdaLossConfig"
+    assert actor["policy_loss"]["_target_"] == "verl_lambda.verl.config.GRPOLambdaLossConfig"
     assert actor["policy_loss"]["loss_mode"] == "grpo_lambda"
     assert (actor["strategy"] == "megatron") == (engine == "megatron"), actor["strategy"]
 
@@ -647,5 +647,7 @@ def test_recipe_bad_value_is_one_line_before_ray(dry_runs):
     assert code == 2, f"bash {command} exited {code}\n{out[-2000:]}\n{err[-2000:]}"
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err[-2000:]
-    assert lines[0].startswith("verl_lambda.main_ppo: error: actor_rollout_ref.actor.policy_loss.lam must be"), lines
+    assert lines[0].startswith("verl_lambda.launch.main_ppo: error: actor_rollout_ref.actor.policy_loss.lam must be"), (
+        lines
+    )
     assert config is None and "ray init kwargs" not in out

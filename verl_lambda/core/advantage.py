@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from verl_lambda.core.settings import GRPOLambdaSettings
+from verl_lambda.core.settings import AdvantageSettings
 
 __all__ = ["group_ids", "group_advantages"]
 
@@ -40,7 +40,7 @@ def group_ids(uids: Sequence[Any] | torch.Tensor) -> tuple[torch.Tensor, int]:
 def group_advantages(
     scores: torch.Tensor,
     uids: Sequence[Any] | torch.Tensor,
-    settings: GRPOLambdaSettings = GRPOLambdaSettings(),
+    settings: AdvantageSettings = AdvantageSettings(),
     *,
     norm_by_std: bool = True,
     epsilon: float = 1e-6,

@@ -1,6 +1,6 @@
 r"""The GRPO-λ objective as a per-token loss matrix: pure torch, no framework import.
 
-Both framework adapters (verl in :mod:`verl_lambda.register`, OpenRLHF in
+Both framework adapters (verl in :mod:`verl_lambda.verl.loss`, OpenRLHF in
 ``verl_lambda.patches.openrlhf``) call :func:`token_losses` and reduce the matrix with their own
 aggregation, so the maths exists once.
 
@@ -24,7 +24,8 @@ import functools
 
 import torch
 
-from verl_lambda.core.settings import GRPOLambdaSettings
+from verl_lambda.core.choices import TRACE_APPLICATIONS, lookup
+from verl_lambda.core.settings import LossSettings
 from verl_lambda.core.trace import apply_trace, exact_precision, masked_trace
 
 __all__ = ["LOG_RATIO_GUARD", "token_losses"]
@@ -37,7 +38,7 @@ def token_losses(
     log_prob: torch.Tensor,
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
-    settings: GRPOLambdaSettings = GRPOLambdaSettings(),
+    settings: LossSettings = LossSettings(),
     *,
     clip_ratio_low: float = 0.2,
     clip_ratio_high: float = 0.2,
@@ -84,6 +85,27 @@ class _GuardedLogRatio(torch.autograd.Function):
         return grad.masked_fill(~kept, 0.0), None
 
 
+def _traced_ratio(log_prob, log_ratio, mask, settings, dtype):
+    """``trace_application="ratio"``: the traced log-ratio ℓ, guarded to ±20, is the log of the ratio in the clip."""
+    traced = masked_trace(log_ratio, mask, settings)
+    return traced.clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD), traced, None
+
+
+def _eligibility_weight(log_prob, log_ratio, mask, settings, dtype):
+    """``trace_application="weight"``: vanilla's per-token ratio; the loss is weighted by the trace of
+    1 + σ(log π − 1), with gradients through it."""
+    probability_term = 1.0 + torch.sigmoid(log_prob.to(dtype).nan_to_num(nan=0.0) - 1.0)
+    eligibility = apply_trace(probability_term, mask, settings)
+    return log_ratio, eligibility, eligibility
+
+
+#: how each trace_application turns the token log-ratios into (log of the clipped ratio, the traced
+#: value the diagnostics describe, the loss weight or None) — verl_lambda.core.choices.TRACE_APPLICATIONS
+_APPLICATIONS = {"ratio": _traced_ratio, "weight": _eligibility_weight}
+if set(_APPLICATIONS) != set(TRACE_APPLICATIONS):
+    raise RuntimeError("verl_lambda.core.objective must implement every trace_application of verl_lambda.core.choices")
+
+
 def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
                   clip_ratio_low, clip_ratio_high, clip_ratio_c, rollout_is_weights):  # fmt: skip
     mask = response_mask.bool()
@@ -91,15 +113,10 @@ def _token_losses(old_log_prob, log_prob, advantages, response_mask, settings,
     # As vanilla: each token log-ratio is clamped to ±20 before it enters the trace (so one −inf
     # log-prob cannot turn its neighbours into NaN); a NaN log-ratio counts as 0; masked positions are 0.
     log_ratio, kept = _GuardedLogRatio.apply(log_prob.to(dtype) - old_log_prob.to(dtype), mask)
-    if settings.trace_application == "ratio":
-        traced = masked_trace(log_ratio, mask, settings)
-        del log_ratio  # one B×L buffer fewer alive while the surrogate's temporaries exist (the peak)
-        guarded = traced.clamp(min=-LOG_RATIO_GUARD, max=LOG_RATIO_GUARD)
-        eligibility = None
-    else:  # vanilla's per-token ratio, its loss weighted by the trace of 1 + σ(log π − 1) (gradients flow through it)
-        probability_term = 1.0 + torch.sigmoid(log_prob.to(dtype).nan_to_num(nan=0.0) - 1.0)
-        traced = eligibility = apply_trace(probability_term, mask, settings)
-        guarded = log_ratio
+    guarded, traced, eligibility = lookup(_APPLICATIONS, settings.trace_application, "trace_application")(
+        log_prob, log_ratio, mask, settings, dtype
+    )
+    del log_ratio  # one B×L buffer fewer alive while the surrogate's temporaries exist (the peak)
     ratio = torch.exp(guarded)
     advantages = advantages.to(dtype)
     negative = advantages < 0

@@ -1,10 +1,17 @@
-r"""Every GRPO-λ setting, in one place: name, default, allowed values, help, where it applies.
+r"""Every GRPO-λ setting, in one place: name, default, allowed values, help, where it comes from.
 
-:class:`GRPOLambdaSettings` is the only place a default or an allowed value is written. Everything
-else is derived from it: the verl config class (:class:`verl_lambda.config.GRPOLambdaLossConfig`)
-and the estimator's ``algorithm.grpo_lambda`` keys, the OpenRLHF flags and environment variables,
-the demo's flags, the launcher's summary and the documentation tables (``docs/settings_tables.py``).
-It imports nothing but the standard library.
+The two halves of the algorithm read different settings, in different processes, and each gets
+only its own:
+
+* :class:`LossSettings` — read by the policy loss (the trace and its application);
+* :class:`AdvantageSettings` — read by the advantage estimator (the clamp of the TD error).
+
+:class:`GRPOLambdaSettings` holds one of each for what sees a run as a whole: the launchers, the
+``GRPO_LAMBDA_<NAME>`` environment variables, the command-line flags and the documentation tables.
+A setting's name, default and allowed values are written only here (the words of a closed choice
+in :mod:`verl_lambda.core.choices`). Everything else is derived: the verl config class and the
+estimator's ``algorithm.grpo_lambda`` keys, the OpenRLHF flags and variables, the demo's flags, the
+launcher's summary and ``docs/settings_tables.py``. It imports nothing but the standard library.
 
 Adding a setting: one field below, its maths in :mod:`verl_lambda.core`, its tests (CONTRIBUTING.md).
 """
@@ -17,22 +24,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
+from verl_lambda.core.choices import TRACE_ANCHORS, TRACE_APPLICATIONS, TRACE_NORMS, TRACE_STYLES
+
 __all__ = [
-    "LOSS",
-    "ESTIMATOR",
     "Number",
     "OneOf",
     "SettingError",
+    "LossSettings",
+    "AdvantageSettings",
     "GRPOLambdaSettings",
+    "SETTING_PARTS",
     "ENV_PREFIX",
     "env_var",
     "setting_fields",
+    "part_of",
     "add_setting_fields",
 ]
 
-#: where a setting is read: by the policy loss or by the advantage estimator
-LOSS = "loss"
-ESTIMATOR = "estimator"
 #: every setting can come from the environment variable ``GRPO_LAMBDA_<NAME>`` (both launchers read it)
 ENV_PREFIX = "GRPO_LAMBDA_"
 
@@ -67,8 +75,8 @@ class Number:
         return self.low <= float(value) <= self.high  # NaN fails both comparisons
 
     def parse(self, text: str) -> Any:
-        """The value a command-line or environment string stands for (``none`` for None)."""
-        if self.optional and text.strip().lower() in ("none", "null", "off"):
+        """The value a command-line or environment string stands for (``none``/``null`` for None)."""
+        if self.optional and text.strip().lower() in ("none", "null"):
             return None
         return float(text)  # ValueError: "expects a number" (see GRPOLambdaSettings.from_strings)
 
@@ -78,7 +86,7 @@ class Number:
 
 @dataclass(frozen=True)
 class OneOf:
-    """One of a fixed list of words."""
+    """One of a fixed list of words (the keys of a table of :mod:`verl_lambda.core.choices`)."""
 
     values: tuple[str, ...]
 
@@ -107,60 +115,17 @@ class SettingError(ValueError):
         return f"{label} must be {self.allowed.describe(none_word)}, got {self.value!r}"
 
 
-def setting(default: Any, allowed: Any, applies_to: str, help: str, source: str) -> Any:
-    """A field of :class:`GRPOLambdaSettings` with what every adapter and document needs to know."""
-    return field(
-        default=default, metadata={"allowed": allowed, "applies_to": applies_to, "help": help, "source": source}
-    )
+def setting(default: Any, allowed: Any, help: str, source: str) -> Any:
+    """A settings field with what every adapter and document needs to know."""
+    return field(default=default, metadata={"allowed": allowed, "help": help, "source": source})
 
 
-@dataclass(frozen=True)
-class GRPOLambdaSettings:
-    """The GRPO-λ settings. Constructing one checks every value (:class:`SettingError`)."""
+def _words(table: Mapping[str, str]) -> str:
+    return ", ".join(f"{word}: {meaning}" for word, meaning in table.items())
 
-    lam: float = setting(
-        0.99, Number(0.0, 1.0), LOSS,
-        "λ of the eligibility trace",
-        "paper (0.99 throughout)",
-    )  # fmt: skip
-    gamma: float = setting(
-        1.0, Number(0.0, 1.0), LOSS,
-        "γ of the trace; the weights decay with r = γλ",
-        "ours, as every public port: one outcome reward, no discount",
-    )  # fmt: skip
-    trace: str = setting(
-        "recent", OneOf(("recent", "both", "early")), LOSS,
-        "weight style: recent (weight decays away from the anchor), both (the first tokens keep weight too) "
-        "or early (weight decays from the first token)",
-        "paper names recent and both; early: the authors' code",
-    )  # fmt: skip
-    trace_epsilon: float = setting(
-        0.0, Number(0.0, 1.0), LOSS,
-        "floor ε on the weights below the diagonal (the ε-trace); 0 switches it off",
-        "paper's ε-trace; its value is not public",
-    )  # fmt: skip
-    trace_norm: str = setting(
-        "none", OneOf(("none", "sum")), LOSS,
-        "none (the paper's form) or sum: divide each traced value by its weight sum (GRPO's gradient scale)",
-        "none: paper; sum: ours",
-    )  # fmt: skip
-    adv_clamp: float | None = setting(
-        -0.1, Number(high=0.0, optional=True), ESTIMATOR,
-        "negative-advantage clamp c: the TD error is max(Â, c); null (none in a flag) switches it off",
-        "paper",
-    )  # fmt: skip
-    trace_anchor: str = setting(
-        "token", OneOf(("token", "end")), LOSS,
-        "token: decay counted back from the current token (the eligibility trace); end: the authors' code, "
-        "weights below the diagonal counted from the response's last token",
-        "token: every independent port; end: the authors' code",
-    )  # fmt: skip
-    trace_application: str = setting(
-        "ratio", OneOf(("ratio", "weight")), LOSS,
-        "ratio: the traced ratio exp(ℓ) inside PPO's clip; weight: vanilla's per-token loss times the "
-        "eligibility Σ_j w(t, j)·(1 + σ(log π(o_j) − 1))",
-        "ratio: paper; weight: the authors' update_style=weight",
-    )  # fmt: skip
+
+class _Checked:
+    """Constructing a settings object checks every value (:class:`SettingError`)."""
 
     def __post_init__(self):
         for f in fields(self):
@@ -171,14 +136,104 @@ class GRPOLambdaSettings:
             if isinstance(allowed, Number) and value is not None:
                 object.__setattr__(self, f.name, float(value))  # YAML ints become floats
 
+
+@dataclass(frozen=True)
+class LossSettings(_Checked):
+    """The settings the policy loss reads: the trace weights and where the trace is applied."""
+
+    lam: float = setting(0.99, Number(0.0, 1.0), "λ of the eligibility trace", "paper (0.99 throughout)")
+    gamma: float = setting(
+        1.0, Number(0.0, 1.0),
+        "γ of the trace; the weights decay with r = γλ",
+        "ours, as every public port: one outcome reward, no discount",
+    )  # fmt: skip
+    trace: str = setting(
+        "recent", OneOf(tuple(TRACE_STYLES)),
+        f"weight style: {_words(TRACE_STYLES)}",
+        "paper names recent and both; early: the authors' code",
+    )  # fmt: skip
+    trace_epsilon: float = setting(
+        0.0, Number(0.0, 1.0),
+        "floor ε on the weights below the diagonal (the ε-trace); 0 switches it off",
+        "paper's ε-trace; its value is not public",
+    )  # fmt: skip
+    trace_norm: str = setting("none", OneOf(tuple(TRACE_NORMS)), _words(TRACE_NORMS), "none: paper; sum: ours")
+    trace_anchor: str = setting(
+        "token", OneOf(tuple(TRACE_ANCHORS)), _words(TRACE_ANCHORS),
+        "token: every independent port; end: the authors' code",
+    )  # fmt: skip
+    trace_application: str = setting(
+        "ratio", OneOf(tuple(TRACE_APPLICATIONS)), _words(TRACE_APPLICATIONS),
+        "ratio: paper; weight: the authors' update_style=weight",
+    )  # fmt: skip
+
     @property
     def decay(self) -> float:
         """r = γλ, the per-token decay of the trace weights."""
         return self.gamma * self.lam
 
-    def of(self, applies_to: str | None) -> dict[str, Any]:
-        """The settings read by the loss (:data:`LOSS`), by the estimator (:data:`ESTIMATOR`), or all (None)."""
-        return {f.name: getattr(self, f.name) for f in setting_fields(applies_to)}
+
+@dataclass(frozen=True)
+class AdvantageSettings(_Checked):
+    """The settings the advantage estimator reads: the clamp of the critic-free TD error."""
+
+    adv_clamp: float | None = setting(
+        -0.1, Number(high=0.0, optional=True),
+        "negative-advantage clamp c: the TD error is max(Â, c); null switches it off",
+        "paper",
+    )  # fmt: skip
+
+
+#: the parts of the settings, in the order the documentation lists them
+SETTING_PARTS: tuple[type, ...] = (LossSettings, AdvantageSettings)
+
+
+def setting_fields(part: type | None = None) -> tuple[Field, ...]:
+    """The settings fields of ``part`` (:class:`LossSettings` or :class:`AdvantageSettings`), or of both."""
+    return tuple(f for p in SETTING_PARTS if part in (None, p) for f in fields(p))
+
+
+def part_of(name: str) -> type:
+    """The part (:class:`LossSettings` or :class:`AdvantageSettings`) that holds setting ``name``."""
+    for part in SETTING_PARTS:
+        if name in {f.name for f in fields(part)}:
+            return part
+    raise KeyError(name)
+
+
+def _field(name: str) -> Field:
+    return next(f for f in setting_fields() if f.name == name)
+
+
+@dataclass(frozen=True)
+class GRPOLambdaSettings:
+    """All GRPO-λ settings of a run: the loss's and the estimator's. Built from setting names with
+    :meth:`from_values`, :meth:`from_strings` or :meth:`from_environment`."""
+
+    loss: LossSettings = LossSettings()
+    advantage: AdvantageSettings = AdvantageSettings()
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> GRPOLambdaSettings:
+        """Settings from ``{name: value}`` (missing names keep their defaults; an unknown name is a
+        ValueError naming the known ones, a bad value a :class:`SettingError`)."""
+        parts: dict[type, dict[str, Any]] = {part: {} for part in SETTING_PARTS}
+        for name, value in values.items():
+            try:
+                parts[part_of(name)][name] = value
+            except KeyError:
+                raise ValueError(
+                    f"{name} is not a GRPO-λ setting; allowed: {[f.name for f in setting_fields()]}"
+                ) from None
+        return cls(loss=LossSettings(**parts[LossSettings]), advantage=AdvantageSettings(**parts[AdvantageSettings]))
+
+    def values(self) -> dict[str, Any]:
+        """Every setting as ``{name: value}``, in the order of :func:`setting_fields`."""
+        return {
+            f.name: getattr(part_value, f.name)
+            for part_value in (self.loss, self.advantage)
+            for f in fields(part_value)
+        }
 
     @classmethod
     def from_strings(cls, raw: Mapping[str, str], labels: Mapping[str, str] | None = None) -> GRPOLambdaSettings:
@@ -187,17 +242,17 @@ class GRPOLambdaSettings:
         Errors name the setting by ``labels[name]`` (e.g. ``--lambda.lam``) and say ``none`` for None.
         """
         labels = dict(labels or {})
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name: f for f in setting_fields()}
         values = {}
         for name, text in raw.items():
             if name not in known:
-                raise ValueError(f"{labels.get(name, name)} is not a GRPO-λ setting; allowed: {sorted(known)}")
+                raise ValueError(f"{labels.get(name, name)} is not a GRPO-λ setting; allowed: {list(known)}")
             try:
                 values[name] = known[name].metadata["allowed"].parse(str(text))
             except ValueError:
                 raise ValueError(f"{labels.get(name, name)} expects a number, got {text!r}") from None
         try:
-            return cls(**values)
+            return cls.from_values(values)
         except SettingError as err:
             raise ValueError(err.named(labels.get(err.name, err.name), none_word="none")) from None
 
@@ -210,29 +265,24 @@ class GRPOLambdaSettings:
     ) -> GRPOLambdaSettings:
         """Settings from the ``GRPO_LAMBDA_<NAME>`` variables of ``environ`` over ``base`` (or the
         defaults); an error names a setting by ``label(name)`` (default: its variable)."""
-        given = {f.name: environ[env_var(f.name)] for f in fields(cls) if env_var(f.name) in environ}
+        given = {f.name: environ[env_var(f.name)] for f in setting_fields() if env_var(f.name) in environ}
         return cls.from_strings(
-            {**cls(**dict(base or {})).to_strings(), **given}, {name: label(name) for name in given}
+            {**cls.from_values(dict(base or {})).to_strings(), **given}, {name: label(name) for name in given}
         )
 
     def to_strings(self) -> dict[str, str]:
         """Every setting as the string :meth:`from_strings` reads back to the same value."""
-        return {f.name: f.metadata["allowed"].render(getattr(self, f.name)) for f in fields(self)}
+        return {name: _field(name).metadata["allowed"].render(value) for name, value in self.values().items()}
 
 
-def setting_fields(applies_to: str | None = None) -> tuple[Field, ...]:
-    """The fields of :class:`GRPOLambdaSettings`, optionally only those of the loss or the estimator."""
-    return tuple(f for f in fields(GRPOLambdaSettings) if applies_to in (None, f.metadata["applies_to"]))
-
-
-def add_setting_fields(applies_to: str):
-    """Class decorator (apply *below* ``@dataclass``): add the settings of ``applies_to`` as fields
-    with their defaults, so a framework's config class carries them without restating them."""
+def add_setting_fields(part: type):
+    """Class decorator (apply *below* ``@dataclass``): add the settings of ``part`` as fields with
+    their defaults, so a framework's config class carries them without restating them."""
 
     def decorate(cls: type) -> type:
         annotations = dict(cls.__dict__.get("__annotations__", {}))
-        types = typing.get_type_hints(GRPOLambdaSettings)
-        for f in setting_fields(applies_to):
+        types = typing.get_type_hints(part)
+        for f in setting_fields(part):
             annotations[f.name] = types[f.name]
             setattr(cls, f.name, f.default if f.default is not MISSING else None)
         cls.__annotations__ = annotations

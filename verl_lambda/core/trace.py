@@ -5,8 +5,9 @@ for the traced ratio) and ``r = γλ``, the trace at position ``t`` is
 
     ℓ_t = Σ_{j ≤ t} w(t, j) · x_j
 
-with w(t, t) = 1 and, below the diagonal (j < t), by ``settings.trace`` and ``settings.trace_anchor``
-(n = the number of valid tokens of the response):
+with w(t, t) = 1 and, below the diagonal (j < t), the weighting of ``settings.trace`` read with
+``settings.trace_anchor`` (:data:`verl_lambda.core.choices.WEIGHTINGS`; n = the number of valid
+tokens of the response):
 
     trace      anchor "token" (lag from the current token)    anchor "end" (the authors' code)
     recent     r^(t−j)                                         r^(n−1−j)
@@ -15,8 +16,8 @@ with w(t, t) = 1 and, below the diagonal (j < t), by ``settings.trace`` and ``se
 
     ε floor:   w(t, j) ← max(w(t, j), ε) for j < t   (``trace_epsilon``; 0 switches it off)
 
-and optionally ``trace_norm="sum"``: ℓ_t ← ℓ_t / Σ_{j ≤ t} w(t, j). The settings come from
-:class:`verl_lambda.core.settings.GRPOLambdaSettings`.
+and optionally ``trace_norm="sum"``: ℓ_t ← ℓ_t / Σ_{j ≤ t} w(t, j). The settings are a
+:class:`verl_lambda.core.settings.LossSettings`.
 
 Positions count the *valid* tokens of a row (``mask == 1``) from 0. A masked position inside a
 response neither contributes to the trace nor advances it; its output is 0.
@@ -25,11 +26,12 @@ Two implementations share one signature:
 
 * :func:`apply_trace_reference` builds the weight matrix (:func:`trace_weights`) row by row. Slow,
   O(L²), obviously right; the tests and the naive benchmark baseline use it.
-* :func:`apply_trace` is exact to it and uses O(B·L) memory. For the token anchor's ``recent`` and
-  ``both``: a decayed running sum computed in chunks (a small C×C matrix product per chunk, chunk
-  carries by the same method one level up), windows on that running sum for ``both`` and the ε
-  floor, prefix sums for the rest. Every other weighting depends below the diagonal on the column
-  j (and n) only: ℓ_t = Σ_{j<t} c_j x_j + x_t, one prefix sum. It never forms r^(−j), so it cannot
+* :func:`apply_trace` is exact to it and uses O(B·L) memory. A weighting that depends on the lag
+  t − j (the token anchor's ``recent`` and ``both``) has a kernel: a decayed running sum computed in
+  chunks (a small C×C matrix product per chunk, chunk carries by the same method one level up),
+  windows on that running sum for ``both`` and the ε floor, prefix sums for the rest. Every other
+  weighting depends below the diagonal on the column j (and n) only: ℓ_t = Σ_{j<t} c_j x_j + x_t,
+  one prefix sum. It never forms r^(−j), so it cannot
   overflow at any length. Autograd differentiates it exactly (it is a composition of linear maps).
 """
 
@@ -37,12 +39,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
 
-from verl_lambda.core.settings import GRPOLambdaSettings
+from verl_lambda.core.choices import KERNELS, TRACE_NORMS, Weighting, lookup, weighting
+from verl_lambda.core.settings import LossSettings
 
 __all__ = [
     "apply_trace",
@@ -56,19 +60,18 @@ __all__ = [
 _CHUNK = 64
 
 
-def trace_weights(n: int, settings: GRPOLambdaSettings, device: torch.device | str = "cpu") -> torch.Tensor:
+def _power(decay: float, device: torch.device | str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """e -> decay^e in float64."""
+    return functools.partial(torch.pow, torch.tensor(decay, dtype=torch.float64, device=device))
+
+
+def trace_weights(n: int, settings: LossSettings, device: torch.device | str = "cpu") -> torch.Tensor:
     """The ``[n, n]`` float64 weight matrix w(t, j) of a response with ``n`` valid tokens (0 above the diagonal)."""
     pos = torch.arange(n, dtype=torch.float64, device=device)
     t, j = pos[:, None], pos[None, :]
-    power = functools.partial(torch.pow, torch.tensor(settings.decay, dtype=torch.float64, device=device))
-    lag_from = t if settings.trace_anchor == "token" else torch.full_like(t, n - 1)
-    if settings.trace == "recent":
-        w = power((lag_from - j).clamp(min=0))
-    elif settings.trace == "both":  # the end anchor counts n − j here, as the authors' code does
-        w = torch.maximum(power((lag_from - j + (settings.trace_anchor == "end")).clamp(min=0)), power(j))
-    else:
-        w = power(j).expand(n, n)
-    w = w.clamp(min=settings.trace_epsilon)
+    length = torch.tensor(float(n), dtype=torch.float64, device=device)
+    w = weighting(settings.trace, settings.trace_anchor).weight(t, j, length, _power(settings.decay, device))
+    w = w.expand(n, n).clamp(min=settings.trace_epsilon)
     return torch.where(j < t, w, torch.where(j == t, torch.ones_like(w), torch.zeros_like(w)))
 
 
@@ -90,7 +93,7 @@ def _check_shapes(values: torch.Tensor, mask: torch.Tensor) -> None:
 
 
 def apply_trace_reference(
-    values: torch.Tensor, mask: torch.Tensor, settings: GRPOLambdaSettings = GRPOLambdaSettings()
+    values: torch.Tensor, mask: torch.Tensor, settings: LossSettings = LossSettings()
 ) -> torch.Tensor:
     """Slow reference of :func:`apply_trace`: one explicit weight matrix per row."""
     _check_shapes(values, mask)
@@ -103,7 +106,7 @@ def apply_trace_reference(
             rows.append(out[b])
             continue
         w = trace_weights(valid.numel(), settings, values.device)
-        if settings.trace_norm == "sum":
+        if _divides_by_weight_sum(settings):
             w = w / w.sum(dim=1, keepdim=True)
         rows.append(out[b].index_put((valid,), w.to(dtype) @ values[b, valid].to(dtype)))
     return torch.stack(rows)
@@ -180,30 +183,37 @@ def _pair_cuts(half: int, decay: float, dtype: torch.dtype, device: torch.device
     return torch.stack([p[:half], p[1 : half + 1]], dim=-1).to(dtype=dtype, device=device)
 
 
-def _trace_dense(x: torch.Tensor, decay: float, style: str, epsilon: float) -> torch.Tensor:
-    """ℓ for rows whose valid tokens are contiguous from position 0 (x zero elsewhere).
+def _recent_kernel(x: torch.Tensor, decay: float, epsilon: float) -> torch.Tensor:
+    """ℓ_t = Σ_{j≤t} max(decay^(t−j), ε) x_j for rows whose valid tokens are contiguous from 0 (x 0 elsewhere).
 
-    With D the recent trace, E_i = Σ_{j≤i} decay^j x_j, C_i = Σ_{j≤i} x_j and l* the ε window:
-
-      recent + ε:          ℓ_t = D_t − decay^(l*+1) D_{t−l*−1} + ε C_{t−l*−1}
-      both, t = 2k+1, 2k+2 < 2l*+2:
-                           ℓ_t = D_t − decay^(t−k) D_k + E_k
-      both, t ≥ 2l*+2:     ℓ_t = D_t − decay^(l*+1) D_{t−l*−1} + E_{l*} + ε (C_{t−l*−1} − C_{l*})
-
-    (``both`` without a floor is the second line for every t ≥ 1.) Every index is a slice, a
-    pairwise view or one column, so the backward pass is as cheap as the forward.
+    With D the recent trace, C_i = Σ_{j≤i} x_j and l* the ε window:
+    ℓ_t = D_t − decay^(l*+1) D_{t−l*−1} + ε C_{t−l*−1}.
     """
     length = x.shape[-1]
     recent = discounted_cumsum(x, decay)
-    floor = epsilon > 0 and decay < 1.0
-    lag = min(_floor_lag(decay, epsilon), length) if floor else length
+    k = _floor_window(decay, epsilon, length) + 1
+    if k >= length:
+        return recent
+    tail = torch.add(recent[..., k:], recent[..., : length - k], alpha=-(decay**k))
+    tail = tail.add_(x[..., : length - k].cumsum(-1), alpha=epsilon)
+    return torch.cat([recent[..., :k], tail], dim=-1)
+
+
+def _both_kernel(x: torch.Tensor, decay: float, epsilon: float) -> torch.Tensor:
+    """ℓ_t = Σ_{j≤t} max(decay^(t−j), decay^j, ε) x_j for rows as in :func:`_recent_kernel`.
+
+    With D the recent trace, E_i = Σ_{j≤i} decay^j x_j, C_i = Σ_{j≤i} x_j and l* the ε window:
+
+      t = 2k+1, 2k+2 < 2l*+2:  ℓ_t = D_t − decay^(t−k) D_k + E_k
+      t ≥ 2l*+2:               ℓ_t = D_t − decay^(l*+1) D_{t−l*−1} + E_{l*} + ε (C_{t−l*−1} − C_{l*})
+
+    (without a floor the first line holds for every t ≥ 1). Every index is a slice, a pairwise view
+    or one column, so the backward pass is as cheap as the forward.
+    """
+    length = x.shape[-1]
+    recent = discounted_cumsum(x, decay)
+    lag = _floor_window(decay, epsilon, length)
     k = lag + 1
-    if style == "recent":
-        if k >= length:
-            return recent
-        tail = torch.add(recent[..., k:], recent[..., : length - k], alpha=-(decay**k))
-        tail = tail.add_(x[..., : length - k].cumsum(-1), alpha=epsilon)
-        return torch.cat([recent[..., :k], tail], dim=-1)
     split = min(length, 2 * lag + 2)
     half = split // 2
     dtype, device = x.dtype, x.device
@@ -222,15 +232,32 @@ def _trace_dense(x: torch.Tensor, decay: float, style: str, epsilon: float) -> t
     return torch.cat(pieces, dim=-1)
 
 
+#: the decayed-running-sum kernel of each lag weighting (verl_lambda.core.choices.KERNELS)
+_KERNELS = {"recent": _recent_kernel, "both": _both_kernel}
+#: whether a trace_norm divides by the weight sum (verl_lambda.core.choices.TRACE_NORMS)
+_NORM_DIVIDES = {"none": False, "sum": True}
+if set(_KERNELS) != set(KERNELS) or set(_NORM_DIVIDES) != set(TRACE_NORMS):
+    raise RuntimeError("verl_lambda.core.trace must implement every kernel and trace_norm of verl_lambda.core.choices")
+
+
+def _divides_by_weight_sum(settings: LossSettings) -> bool:
+    return lookup(_NORM_DIVIDES, settings.trace_norm, "trace_norm")
+
+
+def _floor_window(decay: float, epsilon: float, length: int) -> int:
+    """The lag up to which the weights decay exactly: l* (capped at ``length``), or ``length`` without a floor."""
+    if epsilon > 0 and decay < 1.0:
+        return min(_floor_lag(decay, epsilon), length)
+    return length
+
+
 @lru_cache(maxsize=64)
-def _weight_row_sums(length: int, decay: float, style: str, epsilon: float, dtype, device) -> torch.Tensor:
+def _weight_row_sums(length: int, decay: float, kernel: str, epsilon: float, dtype, device) -> torch.Tensor:
     ones = torch.ones(1, length, dtype=torch.float64)
-    return _trace_dense(ones, decay, style, epsilon)[0].to(dtype=dtype, device=device)
+    return _KERNELS[kernel](ones, decay, epsilon)[0].to(dtype=dtype, device=device)
 
 
-def apply_trace(
-    values: torch.Tensor, mask: torch.Tensor, settings: GRPOLambdaSettings = GRPOLambdaSettings()
-) -> torch.Tensor:
+def apply_trace(values: torch.Tensor, mask: torch.Tensor, settings: LossSettings = LossSettings()) -> torch.Tensor:
     r"""The trace ℓ_t = Σ_{j ≤ t} w(t, j)·x_j of each row, O(B·L) memory.
 
     Args:
@@ -252,7 +279,7 @@ def apply_trace(
         )
 
 
-def masked_trace(x: torch.Tensor, valid: torch.Tensor, settings: GRPOLambdaSettings) -> torch.Tensor:
+def masked_trace(x: torch.Tensor, valid: torch.Tensor, settings: LossSettings) -> torch.Tensor:
     """:func:`apply_trace` of values that are already 0 at masked positions and in float32 or float64
     (``valid`` a bool mask); the caller runs it with autocast off (:func:`exact_precision`)."""
     dtype = x.dtype
@@ -266,15 +293,17 @@ def masked_trace(x: torch.Tensor, valid: torch.Tensor, settings: GRPOLambdaSetti
         packed = x.new_zeros(batch, length + 1).scatter(1, dest, x)[:, :length]
     else:
         packed = x
-    if settings.trace_anchor == "token" and settings.trace != "early":
-        decay, style, epsilon = settings.decay, settings.trace, settings.trace_epsilon
-        traced = _trace_dense(packed, decay, style, epsilon)
-        if settings.trace_norm == "sum":
-            traced = traced / _weight_row_sums(length, decay, style, epsilon, dtype, x.device)
+    chosen = weighting(settings.trace, settings.trace_anchor)
+    divide = _divides_by_weight_sum(settings)
+    if chosen.kernel is not None:
+        decay, epsilon = settings.decay, settings.trace_epsilon
+        traced = _KERNELS[chosen.kernel](packed, decay, epsilon)
+        if divide:
+            traced = traced / _weight_row_sums(length, decay, chosen.kernel, epsilon, dtype, x.device)
     else:
-        column = _column_weights(valid.sum(-1), length, settings, dtype)
+        column = _column_weights(chosen, valid.sum(-1), length, settings, dtype)
         traced = _exclusive_cumsum(column * packed) + packed
-        if settings.trace_norm == "sum":
+        if divide:
             traced = traced / (_exclusive_cumsum(column) + 1.0)
     if gaps:
         traced = torch.nn.functional.pad(traced, (0, 1)).gather(1, dest)
@@ -299,17 +328,13 @@ def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(x.cumsum(-1)[..., :-1], (1, 0))
 
 
-def _column_weights(lengths: torch.Tensor, length: int, settings: GRPOLambdaSettings, dtype) -> torch.Tensor:
-    """c_j = w(t, j) for j < t where that depends on the column only: ``[B, L]`` (end anchor, n per
-    row from ``lengths``) or ``[1, L]`` (token anchor, ``early``); computed in float64, floored at ε."""
+def _column_weights(
+    chosen: Weighting, lengths: torch.Tensor, length: int, settings: LossSettings, dtype
+) -> torch.Tensor:
+    """c_j = w(t, j) for j < t of a weighting that depends on the column only: ``[B, L]`` (n per row
+    from ``lengths``) or ``[1, L]`` (no n in it); computed in float64, floored at ε."""
     device = lengths.device
     j = torch.arange(length, dtype=torch.float64, device=device)[None, :]
-    power = functools.partial(torch.pow, torch.tensor(settings.decay, dtype=torch.float64, device=device))
     n = lengths.to(torch.float64)[:, None]
-    if settings.trace == "early":
-        column = power(j)
-    elif settings.trace == "recent":
-        column = power((n - 1 - j).clamp(min=0))
-    else:  # both, end anchor
-        column = torch.maximum(power((n - j).clamp(min=0)), power(j))
+    column = chosen.weight(None, j, n, _power(settings.decay, device))
     return column.clamp(min=settings.trace_epsilon).to(dtype)

@@ -62,7 +62,7 @@ def _escape(text: str) -> str:
 def _describe_fixed(method) -> str:
     if not method.is_grpo_lambda:
         return "no GRPO-λ setting applies"
-    fixed = GRPOLambdaSettings(**method.fixed_settings).to_strings()
+    fixed = GRPOLambdaSettings.from_values(method.fixed_settings).to_strings()
     return (
         "fixes " + ", ".join(f"{name}={fixed[name]}" for name in method.fixed_settings)
         if method.fixed
@@ -318,7 +318,7 @@ def _check(args: argparse.Namespace) -> None:
     args.setting_notes = setting_notes(args.methods, given, flags)
     args.grpo_lambda = flags
     for name in names:
-        setattr(args, name, getattr(flags, name))
+        setattr(args, name, flags.values()[name])
 
     if not _DEVICE.fullmatch(args.device):
         raise ValueError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
@@ -496,11 +496,11 @@ def run(args: argparse.Namespace) -> dict:
         "arguments": {
             key: str(value) if isinstance(value, Path) else value
             for key, value in vars(args).items()
-            if key not in ("handler", "check", "argv", "grpo_lambda", "setting_notes", *flags.of(None))
+            if key not in ("handler", "check", "argv", "grpo_lambda", "setting_notes", *flags.values())
         },
         "grpo_lambda": {
-            "flags": flags.of(None),
-            "methods": {name: None if s is None else s.of(None) for name, s in method_settings.items()},
+            "flags": flags.values(),
+            "methods": {name: None if s is None else s.values() for name, s in method_settings.items()},
             "notes": getattr(args, "setting_notes", []),
         },
         "task": {"name": task.name, "decisive": task.decisive, "description": task.description},

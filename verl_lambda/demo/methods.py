@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from verl_lambda.config_keys import ESTIMATOR_NAME, LOSS_NAME
 from verl_lambda.core.settings import GRPOLambdaSettings
+from verl_lambda.verl.keys import ESTIMATOR_NAME, LOSS_NAME
 
 __all__ = ["Method", "METHODS", "BASELINE", "CLAMP_ONLY", "DEFAULT_METHODS"]
 
@@ -47,7 +47,7 @@ class Method:
         """The GRPO-λ settings of this method: its fixed ones over ``flags``; None for GRPO."""
         if not self.is_grpo_lambda:
             return None
-        return GRPOLambdaSettings(**{**flags.of(None), **self.fixed_settings})
+        return GRPOLambdaSettings.from_values({**flags.values(), **self.fixed_settings})
 
 
 #: the authors' code: weights below the diagonal counted from the response's last token, ε = 1e-7

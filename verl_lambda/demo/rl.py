@@ -14,18 +14,19 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from dataclasses import asdict
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from verl_lambda.config_keys import ESTIMATOR_SECTION
-from verl_lambda.core.settings import ESTIMATOR, LOSS, GRPOLambdaSettings
+from verl_lambda.core.settings import GRPOLambdaSettings
 from verl_lambda.demo.methods import Method
 from verl_lambda.demo.model import build_model
 from verl_lambda.demo.options import RESPONSE_LENGTH, RLSettings
 from verl_lambda.demo.policy import generate, greedy_accuracy, response_log_probs, response_mask
 from verl_lambda.demo.tasks import TaskData
+from verl_lambda.verl.keys import ESTIMATOR_SECTION
 
 __all__ = ["MAX_NEW_TOKENS", "RLSettings", "import_verl", "VerlUpdate", "train"]
 
@@ -47,8 +48,8 @@ def import_verl():
             raise SystemExit(
                 f"verl's trainer module needs '{err.name}', which is not installed: pip install 'verl-lambda[demo]'"
             ) from None
-        from verl_lambda.config import GRPOLambdaLossConfig
-        from verl_lambda.register import check_registered
+        from verl_lambda.verl.config import GRPOLambdaLossConfig
+        from verl_lambda.verl.register import check_registered
 
     check_registered()
     return DataProto, compute_advantage, get_policy_loss_fn, ActorConfig, PolicyLossConfig, GRPOLambdaLossConfig
@@ -72,7 +73,7 @@ class VerlUpdate:
         self.method = method
         if method.is_grpo_lambda:
             self.grpo_lambda = grpo_lambda if grpo_lambda is not None else method.settings(GRPOLambdaSettings())
-            policy_loss = GRPOLambdaLossConfig(**self.grpo_lambda.of(LOSS))
+            policy_loss = GRPOLambdaLossConfig(**asdict(self.grpo_lambda.loss))
         else:
             self.grpo_lambda = None
             policy_loss = PolicyLossConfig(loss_mode=method.loss_mode)
@@ -91,7 +92,7 @@ class VerlUpdate:
         )
         algorithm = {"adv_estimator": method.estimator, "norm_adv_by_std_in_grpo": True}
         if self.grpo_lambda is not None:
-            algorithm[ESTIMATOR_SECTION] = self.grpo_lambda.of(ESTIMATOR)
+            algorithm[ESTIMATOR_SECTION] = asdict(self.grpo_lambda.advantage)
         self.algorithm_config = OmegaConf.create(algorithm)
         self.loss_fn = get_policy_loss_fn(method.loss_mode)
 

@@ -21,33 +21,31 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from verl_lambda.cli import LaunchError, one_line
-from verl_lambda.config import estimator_settings, norm_adv_by_std
-from verl_lambda.config_keys import (
+from verl_lambda.core.settings import ENV_PREFIX, GRPOLambdaSettings, env_var, setting_fields
+from verl_lambda.verl.estimator import advantage_settings, norm_adv_by_std
+from verl_lambda.verl.keys import (
     ESTIMATOR_CONFIG_PATH,
     ESTIMATOR_NAME,
     LOSS_CONFIG_PATH,
     LOSS_NAME,
+    MATH_REWARD,
+    MODULES_ENV,
+    REGISTER_MODULE,
+    REGISTRATION_KEY,
     TARGET,
     config_key,
 )
-from verl_lambda.core.settings import ENV_PREFIX, ESTIMATOR, LOSS, GRPOLambdaSettings, env_var, setting_fields
-from verl_lambda.verl_version import FIRST_WITH_ENTRY_POINTS, installed_verl, loads_entry_points
+from verl_lambda.verl.version import FIRST_WITH_ENTRY_POINTS, installed_verl, loads_entry_points
 
 __all__ = [
-    "REGISTER_MODULE",
-    "REGISTRATION_KEY",
     "GRPOLambdaRun",
     "check_grpo_lambda",
     "worker_modules",
-    "registration_override",
+    "set_worker_modules",
     "check_job_environment",
-    "setting_overrides",
+    "write_settings",
     "environment_warnings",
 ]
-
-REGISTER_MODULE = "verl_lambda.register"
-REGISTRATION_KEY = "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"
-MATH_REWARD = "pkg://verl_lambda.math_reward"
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ def _module_list(text: str | None, environ: Mapping[str, str]) -> list[str]:
 def worker_modules(cfg: DictConfig, environ: Mapping[str, str] | None = None) -> list[str]:
     """Modules every Ray worker must import, each once, in this order: those of the driver's
     ``VERL_USE_EXTERNAL_MODULES``, those the command line puts into the Ray runtime env, and
-    ``verl_lambda.register``.
+    ``verl_lambda.verl.register``.
 
     A runtime-env ``env_vars`` entry *replaces* the variable a worker would inherit, so the value
     handed to verl must carry the driver's modules too.
@@ -101,14 +99,14 @@ def worker_modules(cfg: DictConfig, environ: Mapping[str, str] | None = None) ->
     parent, name = REGISTRATION_KEY.rsplit(".", 1)
     node = OmegaConf.select(cfg, parent, default=None)
     raw = None if node is None else OmegaConf.to_container(node, resolve=False).get(name)
-    listed = _module_list(environ.get("VERL_USE_EXTERNAL_MODULES"), {})
+    listed = _module_list(environ.get(MODULES_ENV), {})
     listed += _module_list(None if raw is None else str(raw), environ)
     return list(dict.fromkeys([*listed, REGISTER_MODULE]))
 
 
-def registration_override(cfg: DictConfig, environ: Mapping[str, str] | None = None) -> str:
-    """The override that sets the Ray workers' ``VERL_USE_EXTERNAL_MODULES`` to :func:`worker_modules`."""
-    return f"++{REGISTRATION_KEY}='{','.join(worker_modules(cfg, environ))}'"
+def set_worker_modules(cfg: DictConfig, environ: Mapping[str, str] | None = None) -> None:
+    """Set the Ray workers' ``VERL_USE_EXTERNAL_MODULES`` in ``cfg`` to :func:`worker_modules`."""
+    OmegaConf.update(cfg, REGISTRATION_KEY, ",".join(worker_modules(cfg, environ)), force_add=True)
 
 
 def check_job_environment(environ: Mapping[str, str], verl_version: str | None = None) -> list[str]:
@@ -116,7 +114,7 @@ def check_job_environment(environ: Mapping[str, str], verl_version: str | None =
     the package's entry point, a :class:`LaunchError` where it does not (verl < 0.9.0)."""
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in environ:
         return []
-    if REGISTER_MODULE in _module_list(environ.get("VERL_USE_EXTERNAL_MODULES"), {}):
+    if REGISTER_MODULE in _module_list(environ.get(MODULES_ENV), {}):
         return []
     missing = f"running as a Ray job without VERL_USE_EXTERNAL_MODULES={REGISTER_MODULE} in its runtime env"
     fix = "submit with --runtime-env=recipes/runtime_env.yaml"
@@ -173,7 +171,7 @@ def _check_math_reward(cfg: DictConfig) -> None:
             f"reward.custom_reward_function.path={MATH_REWARD} scores answers with math-verify, which is not "
             "installed here: pip install 'verl-lambda[math]' (on every node)"
         )
-    from verl_lambda.math_reward import max_workers
+    from verl_lambda.math.reward import max_workers
 
     try:
         max_workers()
@@ -207,7 +205,7 @@ def check_grpo_lambda(cfg: DictConfig, environ: Mapping[str, str] | None = None)
             message if message.startswith(LOSS_CONFIG_PATH) else f"{LOSS_CONFIG_PATH}: {message}"
         ) from None
     try:
-        estimator = estimator_settings(cfg.algorithm)
+        advantage = advantage_settings(cfg.algorithm)
         norm = norm_adv_by_std(cfg.algorithm)
     except ValueError as err:
         raise LaunchError(one_line(err)) from None
@@ -217,7 +215,7 @@ def check_grpo_lambda(cfg: DictConfig, environ: Mapping[str, str] | None = None)
             f"actor_rollout_ref.rollout.n={n}: GRPO-λ normalises rewards within each prompt's group of responses, "
             "set actor_rollout_ref.rollout.n to 2 or more (the recipes use 8)"
         )
-    from_config = {**loss.settings().of(LOSS), **estimator.of(ESTIMATOR)}
+    from_config = GRPOLambdaSettings(loss=loss.loss_settings(), advantage=advantage).values()
     given = {f.name for f in setting_fields() if _get(cfg, config_key(f.name), _ABSENT) is not _ABSENT}
     variables = {
         var: environ[var] for var in _environment_settings(environ) if var[len(ENV_PREFIX) :].lower() not in given
@@ -239,8 +237,8 @@ def environment_warnings(run: GRPOLambdaRun | None, environ: Mapping[str, str]) 
     return [f"{', '.join(ignored)} set in the environment, but GRPO-λ is off in this run: ignored"]
 
 
-def setting_overrides(run: GRPOLambdaRun) -> list[str]:
-    """``++key=value`` for every GRPO-λ setting, so the config verl gets (and logs) states them all."""
-    values = run.settings.of(None)
-    rendered = {name: "null" if values[name] is None else text for name, text in run.settings.to_strings().items()}
-    return [f"++{config_key(name)}={text}" for name, text in rendered.items()]
+def write_settings(cfg: DictConfig, run: GRPOLambdaRun) -> None:
+    """State every GRPO-λ setting of ``run`` in ``cfg`` (at its config key), so the config verl gets
+    (and logs) has them all, environment variables included."""
+    for name, value in run.settings.values().items():
+        OmegaConf.update(cfg, config_key(name), value, force_add=True)

@@ -6,10 +6,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from verl_lambda.config_keys import ESTIMATOR_NAME, LOSS_CONFIG_PATH, config_key
-from verl_lambda.core.settings import setting_fields
-from verl_lambda.launch.grpo_lambda import REGISTRATION_KEY, GRPOLambdaRun
+from verl_lambda.launch.grpo_lambda import GRPOLambdaRun
 from verl_lambda.launch.preflight import RunShape
+from verl_lambda.verl.keys import ESTIMATOR_NAME, LOSS_CONFIG_PATH, REGISTRATION_KEY, config_key
 
 __all__ = ["summary_lines"]
 
@@ -31,16 +30,15 @@ def _grpo_lambda_lines(cfg: DictConfig, run: GRPOLambdaRun | None) -> list[str]:
                 f"{LOSS_CONFIG_PATH}.loss_mode={_get(cfg, f'{LOSS_CONFIG_PATH}.loss_mode')}",
             )
         ]
-    s = run.settings
+    decay = run.settings.loss.decay
     lines = [
         _row("algorithm.adv_estimator", ESTIMATOR_NAME),
         _row("algorithm.norm_adv_by_std_in_grpo", run.norm_adv_by_std),
         _row(f"{LOSS_CONFIG_PATH}.loss_mode", _get(cfg, f"{LOSS_CONFIG_PATH}.loss_mode")),
     ]
-    for f in setting_fields():
-        value = getattr(s, f.name)
-        lines.append(_row(config_key(f.name), "null (off)" if value is None else value))
-    horizon = "unbounded (gamma*lam = 1)" if s.decay >= 1 else f"{1 / (1 - s.decay):.0f} tokens"
+    for name, value in run.settings.values().items():
+        lines.append(_row(config_key(name), "null (off)" if value is None else value))
+    horizon = "unbounded (gamma*lam = 1)" if decay >= 1 else f"{1 / (1 - decay):.0f} tokens"
     return lines + [_row("trace horizon 1/(1 - gamma*lam)", horizon)]
 
 

@@ -2,7 +2,7 @@
 
 verl 0.9.1 cannot train without an accelerator: it has no CPU platform, its rollouts are vLLM /
 SGLang / TRT-LLM servers and its resource pool asks Ray for GPUs. The modules here fill exactly
-those gaps, so that ``python -m verl.trainer.main_ppo`` (or ``python -m verl_lambda.main_ppo``)
+those gaps, so that ``python -m verl.trainer.main_ppo`` (or ``python -m verl_lambda.launch.main_ppo``)
 runs one or two real training steps of a tiny model on a laptop:
 
 * :mod:`verl_lambda.smoke.platform` — a ``cpu`` platform in verl's platform registry
@@ -22,7 +22,7 @@ internals and refuses any other verl version (:func:`require_supported_verl`).
 
 from __future__ import annotations
 
-from verl_lambda.verl_version import UnsupportedVerl, check_verl_version
+from verl_lambda.verl.version import UnsupportedVerl, check_verl_version
 
 #: the only verl the harness is written against (it patches verl internals)
 SUPPORTED_VERL = "==0.9.1"
@@ -31,6 +31,6 @@ __all__ = ["SUPPORTED_VERL", "UnsupportedVerl", "require_supported_verl"]
 
 
 def require_supported_verl(module: str) -> None:
-    """Raise :class:`~verl_lambda.verl_version.UnsupportedVerl` (one line naming the supported
+    """Raise :class:`~verl_lambda.verl.version.UnsupportedVerl` (one line naming the supported
     version) unless verl is 0.9.1; ``module`` names the harness module that asks."""
     check_verl_version(supported=SUPPORTED_VERL, who=f"{module} (it patches verl internals)")

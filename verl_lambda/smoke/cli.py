@@ -3,7 +3,7 @@
 Run it on a laptop before renting GPUs. It takes your own command line, for example
 
     verl-lambda smoke -- bash recipes/run_qwen2.5-7b-instruct_grpo_lambda.sh
-    verl-lambda smoke -- python -m verl_lambda.main_ppo algorithm.adv_estimator=grpo_lambda ...
+    verl-lambda smoke -- python -m verl_lambda.launch.main_ppo algorithm.adv_estimator=grpo_lambda ...
 
 builds a tiny random model and a tiny dataset in a temp folder, appends the CPU-harness overrides
 after your arguments (they win: model, data, tiny sizes, the transformers ``hf`` rollout, FSDP2,
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         started = time.monotonic()
 
         def progress(line: str) -> None:
-            if line.startswith("[verl_lambda.main_ppo]"):
+            if line.startswith("[verl_lambda.launch.main_ppo]"):
                 print(f"[smoke]   {line}", flush=True)
             elif "Started a local Ray instance" in line:
                 print(f"[smoke] Ray started ({time.monotonic() - started:.0f} s)", flush=True)

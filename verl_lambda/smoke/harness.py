@@ -161,7 +161,7 @@ def merge_registration_args(argv: Sequence[str]) -> list[str]:
     """``argv`` with :data:`HARNESS_MODULES` put in front of any runtime-env ``VERL_USE_EXTERNAL_MODULES`` value.
 
     A runtime-env ``env_vars`` entry replaces the variable the Ray workers would inherit, so an
-    argument that sets it (say ``=verl_lambda.register``) would drop the harness modules.
+    argument that sets it (say ``=verl_lambda.verl.register``) would drop the harness modules.
     """
     out = []
     for arg in argv:

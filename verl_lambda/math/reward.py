@@ -23,7 +23,7 @@ validation metric ``val-aux/<data_source>/timed_out/mean@<k>``.
 
 Use it in a verl run with::
 
-    reward.custom_reward_function.path=pkg://verl_lambda.math_reward
+    reward.custom_reward_function.path=pkg://verl_lambda.math.reward
     reward.custom_reward_function.name=compute_score
 """
 
@@ -321,7 +321,7 @@ def _worker_main(read_fd: int, write_fd: int) -> None:
 # re-imported (a script without an `if __name__ == "__main__"` guard would run again).
 _WORKER_CODE = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[3]); "
-    "from verl_lambda.math_reward import _worker_main; _worker_main(int(sys.argv[1]), int(sys.argv[2]))"
+    "from verl_lambda.math.reward import _worker_main; _worker_main(int(sys.argv[1]), int(sys.argv[2]))"
 )
 
 
@@ -363,7 +363,7 @@ class _Worker:
             self.kill()
             reason = f"exited with code {self.process.returncode} while starting"
         self.kill()
-        raise RuntimeError(f"verl_lambda.math_reward: a math-verify worker process {reason}")
+        raise RuntimeError(f"verl_lambda.math.reward: a math-verify worker process {reason}")
 
     def kill(self) -> None:
         """Stop the process now (it may be stuck in C code that ignores signals) and reap it."""
@@ -403,7 +403,7 @@ class _CheckerPool:
         with self._cond:
             while True:
                 if self._closed:
-                    raise RuntimeError("verl_lambda.math_reward: the math-verify pool is shut down")
+                    raise RuntimeError("verl_lambda.math.reward: the math-verify pool is shut down")
                 while self._idle:
                     worker = self._idle.pop()
                     if worker.alive():
@@ -446,9 +446,9 @@ class _CheckerPool:
         be a module-level function (the worker imports it by name); ``args`` and the result must
         pickle.
         """
-        # The function goes by name: the worker imports this module as verl_lambda.math_reward even
+        # The function goes by name: the worker imports this module as verl_lambda.math.reward even
         # when the caller loaded it under another name (verl loads a reward file path as a module).
-        module = "verl_lambda.math_reward" if fn.__module__ == __name__ else fn.__module__
+        module = "verl_lambda.math.reward" if fn.__module__ == __name__ else fn.__module__
         worker = self._acquire()
         try:
             worker.tasks.send(((module, fn.__qualname__), args, timeout))
@@ -546,7 +546,7 @@ def check_answer(gold: str, pred: str, backend: str = "auto", timeout: float = 1
             raise ImportError("backend='math_verify' needs math-verify: pip install 'verl-lambda[math]'")
         if not _warned_fallback:
             logger.warning(
-                "math-verify is not installed: verl_lambda.math_reward compares answers as normalised "
+                "math-verify is not installed: verl_lambda.math.reward compares answers as normalised "
                 "strings/numbers only (install it with pip install 'verl-lambda[math]')"
             )
             _warned_fallback = True
@@ -559,12 +559,12 @@ def check_answer(gold: str, pred: str, backend: str = "auto", timeout: float = 1
             _timeouts += 1
             count = _timeouts
         logger.warning(
-            "verl_lambda.math_reward: math-verify gave no verdict within %ss on answer %r (ground truth %r); "
+            "verl_lambda.math.reward: math-verify gave no verdict within %ss on answer %r (ground truth %r); "
             "scored 0.0 as timed out (%d timeout%s in this process so far)",
             timeout, _short(pred), _short(gold), count, "" if count == 1 else "s",
         )  # fmt: skip
         return AnswerCheck(False, timed_out=True)
-    logger.warning("verl_lambda.math_reward: math-verify failed on answer %r: %s; scored 0.0", _short(pred), value)
+    logger.warning("verl_lambda.math.reward: math-verify failed on answer %r: %s; scored 0.0", _short(pred), value)
     return AnswerCheck(False)
 
 
@@ -632,8 +632,8 @@ def compute_score(
         index = extra_info.get("index") if isinstance(extra_info, dict) else None
         row = f"row {index} of data source {data_source!r}" if index is not None else f"a {data_source!r} row"
         raise ValueError(
-            f"verl_lambda.math_reward: {row} has no ground truth (reward_model.ground_truth = {ground_truth!r}); "
-            "fix the data set (python -m verl_lambda.math_data drops rows without an answer)"
+            f"verl_lambda.math.reward: {row} has no ground truth (reward_model.ground_truth = {ground_truth!r}); "
+            "fix the data set (python -m verl_lambda.math.data drops rows without an answer)"
         )
     gold = _as_text(ground_truth)
     answer_text = final_answer_text(solution_str or "")

@@ -6,7 +6,7 @@ responses per problem and verl's file logger on. verl then logs, per ``data_sour
 problem, averaged over problems, i.e. pass@1 averaged over k samples. This module reads that log
 and writes (or updates) one markdown table with a row per evaluated model::
 
-    python -m verl_lambda.math_eval --metrics eval/metrics.jsonl --label qwen7b-grpo-lambda --table eval/results.md
+    python -m verl_lambda.math.eval --metrics eval/metrics.jsonl --label qwen7b-grpo-lambda --table eval/results.md
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def update_table(path: str, label: str, scores: dict[str, float], k: int) -> str
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m verl_lambda.math_eval",
+        prog="python -m verl_lambda.math.eval",
         description="Write pass@1 (averaged over k samples) on AIME24, MATH500, OlympiadBench, "
         "Minerva Math and AMC23 from a verl validation log into one markdown table.",
     )

@@ -1,21 +1,24 @@
-"""``python -m verl_lambda.main_ppo``: verl's ``main_ppo`` with GRPO-λ checked before Ray starts.
+"""``python -m verl_lambda.launch.main_ppo``: verl's ``main_ppo`` with GRPO-λ checked before Ray starts.
 
-Takes exactly the arguments of ``python -m verl.trainer.main_ppo`` (same config tree, Hydra
-overrides, ``--config-name ppo_megatron_trainer`` or ``model_engine=megatron``) and then:
+Takes the arguments of ``python -m verl.trainer.main_ppo`` (the same config tree, Hydra overrides,
+``--config-name ppo_megatron_trainer`` or ``model_engine=megatron``, ``--config-path``,
+``--config-dir``) and then, composing the config once:
 
-1. composes the config with Hydra and sets
-   ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES`` to the modules of the
-   driver's ``VERL_USE_EXTERNAL_MODULES``, those already listed under that key, and
-   ``verl_lambda.register`` (each once), so every Ray process registers the plugin and keeps the
+1. sets ``ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES`` to the modules of
+   the driver's ``VERL_USE_EXTERNAL_MODULES``, those already listed under that key, and
+   ``verl_lambda.verl.register`` (each once), so every Ray process registers the plugin and keeps the
    user's own extensions (a runtime-env variable replaces the one a worker would inherit);
-2. checks it as a whole (:func:`verl_lambda.launch.check_launch`) and runs verl's own
-   ``validate_config``; any problem ends the launch with one line on stderr and exit status 2;
+2. checks the config as a whole (:func:`verl_lambda.launch.checks.check_launch`), states every
+   GRPO-λ setting in it (environment variables included) and runs verl's own ``validate_config``;
+   any problem ends the launch with one line on stderr and exit status 2;
 3. prints the resolved GRPO-λ settings and the effective batch / length numbers;
-4. hands the same arguments to ``verl.trainer.main_ppo.main`` — or, in a dry run, exits 0
-   without starting Ray.
+4. hands that very config object to verl's ``main_ppo.main`` (Hydra's config pass-through: nothing
+   is composed again) — or, in a dry run, exits 0 without starting Ray.
 
 Dry run: ``--dry-run`` or ``VERL_LAMBDA_DRY_RUN=1``; works on a CPU-only machine.
 ``--save-config PATH`` writes the composed config, interpolations resolved, as YAML before launching.
+Hydra's own run modes (``--multirun``, ``--cfg``, ``--info``, ...) are refused in one line: a launch
+is one checked job. The config is not written to a Hydra output folder; ``--save-config`` writes it.
 
 A ``+key=value`` for a key that an earlier argument already set overrides it (plain Hydra would
 refuse), so ``bash recipes/<recipe>.sh +actor_rollout_ref.actor.policy_loss.lam=0.9`` works.
@@ -31,11 +34,11 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from verl_lambda.cli import DRY_RUN_ENV, DRY_RUN_FLAG, LaunchError, env_flag, fail, one_line
+from verl_lambda.cli import DRY_RUN_ENV, DRY_RUN_FLAG, LaunchError, command_main, env_flag, one_line
 
-__all__ = ["main", "compose_config", "parse_args", "LaunchArgs"]
+__all__ = ["PROG", "main", "compose_config", "parse_args", "check_command_line", "LaunchArgs", "CheckedLaunch"]
 
-PROG = "verl_lambda.main_ppo"
+PROG = "verl_lambda.launch.main_ppo"
 _VLLM_SHIM = os.path.join("verl", "third_party", "vllm")
 _VALUE_FLAGS = {
     "--config-name": "config_name",
@@ -45,11 +48,18 @@ _VALUE_FLAGS = {
     "--config-dir": "config_dir",
     "-cd": "config_dir",
 }
+_HELP_FLAGS = ("--help", "-h")
+USAGE = (
+    f"usage: python -m {PROG} [--dry-run] [--save-config PATH] [--config-name NAME] [--config-path DIR] "
+    "[--config-dir DIR] [key=value ...]\n"
+    "The arguments of python -m verl.trainer.main_ppo (one job), checked before Ray starts; "
+    f"{DRY_RUN_FLAG} (or {DRY_RUN_ENV}=1) composes and checks only. See docs/grpo_lambda.md."
+)
 
 
 @dataclass
 class LaunchArgs:
-    """The command line split into what the launcher reads and what goes to verl."""
+    """The command line split into what the launcher reads and the Hydra overrides."""
 
     overrides: list[str] = field(default_factory=list)
     config_name: str = "ppo_trainer"
@@ -57,23 +67,7 @@ class LaunchArgs:
     config_dir: str | None = None
     dry_run: bool = False
     save_config: str | None = None
-    hydra_flags: list[str] = field(default_factory=list)  # --help, --cfg, --multirun, ...: straight to verl
-    passthrough: list[str] = field(default_factory=list)  # argv without the launcher's own flags, as given
-
-    def verl_argv(self) -> list[str]:
-        """Arguments for verl's Hydra main (without the launcher's own flags)."""
-        if self.hydra_flags:  # not composed here: hand everything over in its original order
-            return list(self.passthrough)
-        argv = []
-        for name, flag in (
-            ("config_name", "--config-name"),
-            ("config_path", "--config-path"),
-            ("config_dir", "--config-dir"),
-        ):
-            value = getattr(self, name)
-            if value is not None and not (name == "config_name" and value == "ppo_trainer"):
-                argv.append(f"{flag}={value}")
-        return argv + self.hydra_flags + self.overrides
+    help: bool = False
 
 
 def _override_key(arg: str) -> str:
@@ -81,7 +75,8 @@ def _override_key(arg: str) -> str:
 
 
 def parse_args(argv: Sequence[str]) -> LaunchArgs:
-    """Split ``argv``; a later ``+key=...`` of an already set key becomes ``++key=...``."""
+    """Split ``argv``; a later ``+key=...`` of an already set key becomes ``++key=...``. Any other
+    flag (Hydra's ``--multirun``, ``--cfg``, ...) is a :class:`LaunchError`."""
     args = LaunchArgs()
     seen: set[str] = set()
     items = list(argv)
@@ -99,19 +94,21 @@ def parse_args(argv: Sequence[str]) -> LaunchArgs:
                 args.save_config = value
             else:
                 setattr(args, _VALUE_FLAGS[flag], value)
-                args.passthrough += [flag, value]
         elif arg == DRY_RUN_FLAG:
             args.dry_run = True
-        elif arg.startswith("-"):  # other Hydra flags (--help, --cfg, --multirun, ...); overrides never start with "-"
-            args.hydra_flags.append(arg)
-            args.passthrough.append(arg)
+        elif arg in _HELP_FLAGS:
+            args.help = True
+        elif arg.startswith("-"):  # overrides never start with "-"
+            raise LaunchError(
+                f"{arg}: {PROG} launches one checked job and takes no other Hydra flag (--multirun, --cfg, "
+                f"--info, ...): run one command per job; {DRY_RUN_FLAG} --save-config PATH writes the composed config"
+            )
         else:
             key = _override_key(arg)
             if arg.startswith("+") and not arg.startswith("++") and key in seen:
                 arg = "+" + arg
             seen.add(key)
             args.overrides.append(arg)
-            args.passthrough.append(arg)
         i += 1
     return args
 
@@ -158,16 +155,6 @@ def _run_verl_validate(cfg) -> str:
     return "passed"
 
 
-def _add_override(args: LaunchArgs, cfg, override: str) -> None:
-    """Append ``++key=value`` to what verl gets, and set the value Hydra parses from it in ``cfg``."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    parsed = OverridesParser.create().parse_override(override)
-    args.overrides.append(override)
-    OmegaConf.update(cfg, parsed.key_or_group, parsed.value(), force_add=True)
-
-
 def _save_config(cfg, path_text: str) -> str:
     from omegaconf import OmegaConf
 
@@ -180,90 +167,95 @@ def _save_config(cfg, path_text: str) -> str:
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the launcher on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    try:
-        return _main(sys.argv[1:] if argv is None else argv)
-    except LaunchError as err:
-        return fail(PROG, str(err))
+@dataclass
+class CheckedLaunch:
+    """A composed and checked config with what the launcher prints about it."""
+
+    args: LaunchArgs
+    cfg: object
+    lines: list[str]
+    verl_check: str
 
 
-def _main(argv: Sequence[str]) -> int:
-    from verl_lambda.verl_version import UnsupportedVerl, check_verl_version
+def check_command_line(argv: Sequence[str], dry_run: bool = False) -> CheckedLaunch:
+    """Parse, compose (once) and check the ``main_ppo`` command line ``argv``; raises :class:`LaunchError`.
+
+    The returned config states the workers' modules and every GRPO-λ setting."""
+    from verl_lambda.verl.version import UnsupportedVerl, check_verl_version
 
     try:
         check_verl_version()
     except UnsupportedVerl as err:
         raise LaunchError(str(err)) from None
     args = parse_args(argv)
-    dry_run = args.dry_run or env_flag(DRY_RUN_ENV)
-    if args.hydra_flags:
-        if dry_run:
-            raise LaunchError(f"a dry run composes one config; drop the Hydra flag {args.hydra_flags[0]}")
-        return _delegate(args)
-
     # This process only composes and checks (the GPUs are used by Ray workers): without this filter,
     # verl's accelerator probe warns about a missing GPU on CPU-only machines and head nodes.
     logging.getLogger("verl.plugin.platform.platform_manager").addFilter(lambda record: record.levelno >= logging.ERROR)
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
+    from verl_lambda.launch.checks import check_launch
+    from verl_lambda.launch.grpo_lambda import set_worker_modules, write_settings
     from verl_lambda.launch.summary import summary_lines
 
     try:
-        cfg, report, verl_check = _compose_and_check(args, dry_run)
+        try:
+            from verl.utils.device import auto_set_device
+
+            cfg = compose_config(args)
+            set_worker_modules(cfg)
+            auto_set_device(cfg)
+            report = check_launch(cfg, dry_run=dry_run or args.dry_run)
+            if report.grpo_lambda is not None:
+                write_settings(cfg, report.grpo_lambda)
+            verl_check = _run_verl_validate(cfg)
+        except (HydraException, OmegaConfBaseException) as err:  # unknown keys, bad override syntax, ...
+            raise LaunchError(one_line(err)) from None
         lines = summary_lines(cfg, report.shape, report.grpo_lambda, report.warnings)
     except LaunchError:
         raise
     except Exception as err:  # a check that met a config it did not expect: still one line, never a traceback
         raise LaunchError(f"could not check the config ({type(err).__name__}: {one_line(err)})") from None
+    return CheckedLaunch(args=args, cfg=cfg, lines=lines, verl_check=verl_check)
 
+
+def _launch(argv: Sequence[str]) -> int:
+    if any(arg in _HELP_FLAGS for arg in argv):
+        print(USAGE)
+        return 0
+    checked = check_command_line(argv, dry_run=env_flag(DRY_RUN_ENV))
+    args = checked.args
+    dry_run = args.dry_run or env_flag(DRY_RUN_ENV)
     config_name = args.config_name + ("" if args.config_dir is None else f" (+ {args.config_dir})")
     print(f"[{PROG}] config {config_name}, {len(args.overrides)} overrides")
-    for line in lines:
+    for line in checked.lines:
         print(f"[{PROG}] {line}")
-    print(f"[{PROG}] verl validate_config: {verl_check}")
+    print(f"[{PROG}] verl validate_config: {checked.verl_check}")
     if args.save_config:
-        print(f"[{PROG}] resolved config written to {_save_config(cfg, args.save_config)}")
+        print(f"[{PROG}] resolved config written to {_save_config(checked.cfg, args.save_config)}")
     if dry_run:
         print(f"[{PROG}] dry run: config composed and checked, Ray not started")
         return 0
-    return _delegate(args)
+    return _run_verl(checked.cfg)
 
 
-def _compose_and_check(args: LaunchArgs, dry_run: bool):
-    """Compose the config, add the worker modules and every GRPO-λ setting, run all checks."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-    from verl.utils.device import auto_set_device
-
-    from verl_lambda import launch
-    from verl_lambda.launch.grpo_lambda import registration_override, setting_overrides
-
-    try:
-        cfg = compose_config(args)
-        _add_override(args, cfg, registration_override(cfg))  # the merged worker modules
-        auto_set_device(cfg)
-        report = launch.check_launch(cfg, dry_run=dry_run)
-        for override in setting_overrides(report.grpo_lambda) if report.grpo_lambda else []:
-            _add_override(args, cfg, override)  # every GRPO-λ setting stated in the config verl gets
-        verl_check = _run_verl_validate(cfg)
-    except (HydraException, OmegaConfBaseException) as err:  # unknown keys, bad override syntax, ...
-        raise LaunchError(one_line(err)) from None
-    return cfg, report, verl_check
-
-
-def _delegate(args: LaunchArgs) -> int:
-    """Hand the arguments to ``verl.trainer.main_ppo.main`` (Hydra reads them from sys.argv)."""
+def _run_verl(cfg) -> int:
+    """verl's ``main_ppo.main`` on ``cfg`` itself (Hydra's pass-through: no second composition)."""
     import verl.trainer.main_ppo as verl_main_ppo
 
-    from verl_lambda.register import check_registered
+    from verl_lambda.verl.register import check_registered
 
     try:
         check_registered()
     except RuntimeError as err:
         raise LaunchError(str(err)) from None
-    sys.argv = [verl_main_ppo.__file__, *args.verl_argv()]
-    verl_main_ppo.main()
+    verl_main_ppo.main(cfg)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the launcher on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return command_main(PROG, lambda: _launch(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ under data/). Evaluation sets: aime24, math500, olympiadbench, minerva_math, amc
 
 Usage::
 
-    python -m verl_lambda.math_data --list                                    # the sets and their sources
-    python -m verl_lambda.math_data --all --out-dir ~/data/grpo_lambda        # from the hub
-    python -m verl_lambda.math_data --paper --out-dir ~/data/grpo_lambda      # the authors' training sets
-    python -m verl_lambda.math_data aime24 --input ./aime24.jsonl --output ./aime24.parquet
-    python -m verl_lambda.math_data --all --input-dir ./raw --out-dir ./data  # <name>.{parquet,jsonl,json,csv}
+    python -m verl_lambda.math.data --list                                    # the sets and their sources
+    python -m verl_lambda.math.data --all --out-dir ~/data/grpo_lambda        # from the hub
+    python -m verl_lambda.math.data --paper --out-dir ~/data/grpo_lambda      # the authors' training sets
+    python -m verl_lambda.math.data aime24 --input ./aime24.jsonl --output ./aime24.parquet
+    python -m verl_lambda.math.data --all --input-dir ./raw --out-dir ./data  # <name>.{parquet,jsonl,json,csv}
 
 Local files may be parquet, JSON lines, JSON or CSV with the columns of the hub copy (see
 ``SOURCES``; ``--problem-key`` / ``--answer-key`` name others). Any error (a usage error, an
@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from verl_lambda.math_reward import last_boxed
+from verl_lambda.math.reward import last_boxed
 
 __all__ = [
     "Source",
@@ -58,7 +58,7 @@ __all__ = [
     "main",
 ]
 
-PROG = "python -m verl_lambda.math_data"
+PROG = "python -m verl_lambda.math.data"
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
