@@ -321,6 +321,64 @@ def test_gspo_is_refused_while_grpo_lambda_is_on():
         orl_loss.PolicyLoss(policy_loss_type="gspo")(new, old, adv, action_mask=mask)
 
 
+def test_the_is_weight_probe_swaps_nothing_per_micro_batch():
+    """OpenRLHF's aggregate_loss is wrapped once, when the loss module is patched, and restored by
+    remove(); a forward call changes no module global of OpenRLHF."""
+    real = orl_loss.aggregate_loss
+    patch.apply(GRPOLambdaSettings())
+    wrapper = orl_loss.aggregate_loss
+    assert wrapper is not real and inspect.unwrap(wrapper) is real
+    old, new, adv, mask, _ = _random_batch(seed=2)
+    during = []
+
+    def spy(self, log_probs, old_log_probs, advantages, action_mask, rollout_log_probs):
+        during.append(orl_loss.aggregate_loss)  # what OpenRLHF's forward finds in its module while probed
+        orl_loss.aggregate_loss(torch.full_like(log_probs, 2.0), action_mask, True)
+        return (None,) * 5
+
+    weights, _ = patch._openrlhf_is_weights(spy, None, old, mask, None)
+    assert during == [wrapper] and orl_loss.aggregate_loss is wrapper
+    assert torch.all(weights[mask] == 2.0) and torch.all(weights[~mask] == 0.0)
+    orl_loss.PolicyLoss(clip_eps_low=0.2, clip_eps_high=0.2)(new, old, adv, action_mask=mask)
+    assert orl_loss.aggregate_loss is wrapper
+    patch.remove()
+    assert orl_loss.aggregate_loss is real
+
+
+def test_the_is_weight_probe_refuses_an_openrlhf_of_another_shape():
+    """If OpenRLHF's forward stops handing aggregate_loss exactly one per-token matrix, the probe says so."""
+    patch.apply(GRPOLambdaSettings())
+    old, _, _, mask, _ = _random_batch(seed=3)
+
+    def twice(self, log_probs, old_log_probs, advantages, action_mask, rollout_log_probs):
+        orl_loss.aggregate_loss(log_probs, action_mask, True)
+        orl_loss.aggregate_loss(log_probs, action_mask, True)
+        return (log_probs.sum(), None, None, None, None)
+
+    def per_sequence(self, log_probs, old_log_probs, advantages, action_mask, rollout_log_probs):
+        orl_loss.aggregate_loss(log_probs.sum(-1), action_mask, True)
+        return (log_probs.sum(), None, None, None, None)
+
+    for fake in (twice, per_sequence):
+        with pytest.raises(patch.UnsupportedOpenRLHF, match="reads exactly one per-token matrix"):
+            patch._openrlhf_is_weights(fake, None, old, mask, None)
+
+
+def test_trainer_rules_are_one_function_called_by_the_launcher_and_the_workers(monkeypatch):
+    calls = []
+    real = patch.check_trainer_options
+    monkeypatch.setattr(patch, "check_trainer_options", lambda **kw: calls.append(kw) or real(**kw))
+    launcher.check_trainer_args(GOOD_ARGS)
+    patch.apply(GRPOLambdaSettings())
+    maker = _maker("group_norm", n=4)
+    maker.compute_advantages_and_returns(_experiences(ORDER))
+    old, new, adv, mask, _ = _random_batch(seed=4)
+    orl_loss.PolicyLoss(clip_eps_low=0.2, clip_eps_high=0.2)(new, old, adv, action_mask=mask)
+    assert calls[0] == dict(estimator="group_norm", policy_loss_type="ppo", kl_use_loss=True, kl_coef=0.01)
+    assert dict(estimator="group_norm", kl_use_loss=True, kl_coef=0.0) in calls[1:]  # the experience maker
+    assert calls[-1] == dict(policy_loss_type="ppo")  # the policy loss
+
+
 # ──────────────────────────────────────────────────────────────── advantage vs verl
 
 
@@ -441,7 +499,7 @@ def test_patched_advantage_uses_openrlhf_length_penalties():
 @pytest.mark.parametrize(
     "estimator,extra,match",
     [
-        ("reinforce_baseline", {}, "estimator must be one of"),
+        ("reinforce_baseline", {}, "pass --algo.advantage.estimator group_norm"),
         ("group_norm", {"kl_coef": 0.01, "initial_model_group": object()}, "KL penalty as a loss term"),
     ],
 )
@@ -593,6 +651,24 @@ def test_bad_settings_fail_before_ray_with_one_line(fake_ray, monkeypatch, capsy
     assert err.count("\n") == 1 and err.startswith("verl_lambda.patches.openrlhf: error: ")
     assert needle in err
     assert fake_ray.calls == []  # Ray was never started
+
+
+def test_a_switch_refuses_a_value(fake_ray, capsys):
+    """--lambda.off=false must not switch GRPO-λ off: a flag that takes no value refuses one."""
+    assert launcher.main(["--lambda.off=false", *GOOD_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--lambda.off takes no value" in err and fake_ray.calls == []
+
+
+def test_the_unpatched_baseline_checks_the_openrlhf_import_too(fake_ray, monkeypatch, capsys):
+    def no_vllm():
+        raise ModuleNotFoundError("No module named 'vllm'")
+
+    monkeypatch.setattr(patch, "import_openrlhf", no_vllm)
+    assert launcher.main(["--lambda.off", *GOOD_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot import OpenRLHF's trainer modules: No module named 'vllm'" in err
+    assert "Traceback" not in err and fake_ray.calls == []
 
 
 @_RUNPY_AGAIN

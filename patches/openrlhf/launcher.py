@@ -33,7 +33,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from verl_lambda.cli import LaunchError, dry_run, fail
+from verl_lambda.cli import LaunchError, command_main, dry_run
 from verl_lambda.core.settings import GRPOLambdaSettings, env_var, setting_fields
 from verl_lambda.patches.openrlhf import patch
 
@@ -82,6 +82,10 @@ def split_lambda_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str], s
             continue
         name, eq, value = token[len(FLAG_PREFIX) :].partition("=")
         if name in SWITCHES:
+            if eq:
+                raise LaunchError(
+                    f"{_flag(name)} takes no value, got {token}: give {_flag(name)} alone or leave it out"
+                )
             switches.add(name)
             i += 1
             continue
@@ -127,30 +131,26 @@ def _option(args: Sequence[str], name: str) -> tuple[bool, str | None]:
 
 
 def check_trainer_args(args: Sequence[str]) -> None:
-    """Refuse OpenRLHF options GRPO-λ cannot run with (OpenRLHF checks the rest itself)."""
+    """Refuse OpenRLHF options GRPO-λ cannot run with (:func:`~verl_lambda.patches.openrlhf.patch.check_trainer_options`
+    on the command line; OpenRLHF checks the rest itself)."""
+    defaults = patch.OPENRLHF_DEFAULTS
     _, estimator = _option(args, "--algo.advantage.estimator")
-    estimator = estimator or "gae"
-    if estimator not in patch.GROUP_ESTIMATORS:
-        raise LaunchError(
-            "GRPO-λ builds on OpenRLHF's group baseline: pass --algo.advantage.estimator group_norm "
-            f"(GRPO) or dr_grpo (no std division), got {estimator}"
-        )
     _, loss_type = _option(args, "--actor.policy_loss_type")
-    if (loss_type or "ppo") != "ppo":
-        raise LaunchError(
-            f"GRPO-λ replaces the PPO ratio by the traced ratio: --actor.policy_loss_type must be ppo, got {loss_type}"
-        )
     kl_loss, _ = _option(args, "--algo.kl.use_loss")
     _, init_coef = _option(args, "--algo.kl.init_coef")
     try:
-        no_kl = init_coef is not None and float(init_coef) <= 0.0
+        kl_coef = defaults["kl_coef"] if init_coef is None else float(init_coef)
     except ValueError:
-        no_kl = False  # OpenRLHF's own parser reports it
-    if not kl_loss and not no_kl:
-        raise LaunchError(
-            "GRPO-λ needs the KL penalty as a loss term, not in the reward: add --algo.kl.use_loss "
-            "(e.g. with --algo.kl.estimator k3) or set --algo.kl.init_coef 0"
+        kl_coef = None  # OpenRLHF's own parser reports it
+    try:
+        patch.check_trainer_options(
+            estimator=estimator or defaults["estimator"],
+            policy_loss_type=loss_type or defaults["policy_loss_type"],
+            kl_use_loss=kl_loss,
+            kl_coef=kl_coef,
         )
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
 
 
 def runtime_env_additions(settings: GRPOLambdaSettings, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -203,29 +203,26 @@ def _run_openrlhf(args: Sequence[str]) -> None:
         sys.argv = saved_argv
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Check everything, then run OpenRLHF's trainer with the GRPO-λ patches in its Ray workers.
-
-    Dry run (``--dry-run`` or ``VERL_LAMBDA_DRY_RUN=1``): OpenRLHF's CLI still parses and checks
-    its arguments, but the launch stops where it would start Ray; exit status 0 when all passed.
-    """
+def _launch(argv: Sequence[str] | None) -> int:
+    is_dry_run, argv = dry_run(list(sys.argv[1:] if argv is None else argv))
+    settings, rest, switches = read_settings(argv)
+    if "help" in switches:
+        print(_usage())
+        return 0
+    if "-h" in rest or "--help" in rest:  # OpenRLHF's own help, after ours
+        print(_usage() + "\n", flush=True)
+        _run_openrlhf(rest)
+        return 0
     try:
-        is_dry_run, argv = dry_run(list(sys.argv[1:] if argv is None else argv))
-        settings, rest, switches = read_settings(argv)
-        if "help" in switches:
-            print(_usage())
-            return 0
-        if "-h" in rest or "--help" in rest:  # OpenRLHF's own help, after ours
-            print(_usage() + "\n", flush=True)
-            _run_openrlhf(rest)
-            return 0
-        if "off" not in switches:
+        if "off" in switches:
+            patch.import_openrlhf()
+        else:
             check_trainer_args(rest)
             version = patch.check_openrlhf()
-    except (LaunchError, patch.UnsupportedOpenRLHF) as err:
-        return fail(PROG, str(err))
+    except patch.UnsupportedOpenRLHF as err:
+        raise LaunchError(str(err)) from None
     except ImportError as err:
-        return fail(PROG, f"cannot import OpenRLHF's trainer modules: {err}")
+        raise LaunchError(f"cannot import OpenRLHF's trainer modules: {err}") from None
     if "off" in switches:
         print(f"{PROG}: GRPO-λ off (--lambda.off): OpenRLHF runs unpatched", flush=True)
         additions = None
@@ -237,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import ray
 
     if ray.is_initialized():
-        return fail(PROG, "Ray is already running in this process; the launcher must start it")
+        raise LaunchError("Ray is already running in this process; the launcher must start it")
     real_init = ray.init
 
     def init(*args: Any, **kwargs: Any):
@@ -260,6 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: dry run: OpenRLHF ended without starting Ray", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Check everything, then run OpenRLHF's trainer with the GRPO-λ patches in its Ray workers.
+
+    Dry run (``--dry-run`` or ``VERL_LAMBDA_DRY_RUN=1``): OpenRLHF's CLI still parses and checks
+    its arguments, but the launch stops where it would start Ray; exit status 0 when all passed.
+    """
+    return command_main(PROG, lambda: _launch(argv))
 
 
 if __name__ == "__main__":

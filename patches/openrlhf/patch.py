@@ -77,7 +77,9 @@ __all__ = [
     "check_version",
     "check_policy_loss",
     "check_experience_maker",
+    "check_trainer_options",
     "check_openrlhf",
+    "import_openrlhf",
     "grpo_lambda_advantages",
 ]
 
@@ -228,12 +230,16 @@ def check_experience_maker(maker_cls: type, version: str | None = None) -> None:
         raise _signature_error("RemoteExperienceMaker.compute_advantages_and_returns", got, _ADVANTAGE_PARAMS, version)
 
 
+def import_openrlhf() -> tuple[Any, Any]:
+    """OpenRLHF's loss and experience-maker modules (what a run imports first; ImportError if it cannot)."""
+    return importlib.import_module(_LOSS_MODULE), importlib.import_module(_MAKER_MODULE)
+
+
 def check_openrlhf() -> str | None:
     """Import OpenRLHF's patched modules and run every check; returns the installed version."""
     version = check_version()
-    loss_module = importlib.import_module(_LOSS_MODULE)
+    loss_module, maker_module = import_openrlhf()
     check_policy_loss(loss_module.PolicyLoss, getattr(loss_module, "aggregate_loss", None), version)
-    maker_module = importlib.import_module(_MAKER_MODULE)
     check_experience_maker(maker_module.RemoteExperienceMaker, version)
     return version
 
@@ -241,11 +247,35 @@ def check_openrlhf() -> str | None:
 # ───────────────────────────────────────────────────────────────────────── advantage
 
 
-def _estimator_error(estimator: str) -> ValueError:
-    return ValueError(
-        "GRPO-λ builds on a group baseline: --algo.advantage.estimator must be one of "
-        f"{sorted(GROUP_ESTIMATORS)}, got {estimator!r}"
-    )
+#: OpenRLHF's defaults of the options :func:`check_trainer_options` reads (``openrlhf.cli.train_ppo_ray``)
+OPENRLHF_DEFAULTS = {"estimator": "gae", "policy_loss_type": "ppo", "kl_use_loss": False, "kl_coef": 0.01}
+
+
+def check_trainer_options(
+    estimator: str | None = None,
+    policy_loss_type: str | None = None,
+    kl_use_loss: bool | None = None,
+    kl_coef: float | None = None,
+) -> None:
+    """Refuse the OpenRLHF options GRPO-λ cannot run with (ValueError, one line); None: not known here.
+
+    The one place these rules are written: the launcher calls it on the command line before Ray
+    starts, the patched methods in the workers on OpenRLHF's parsed arguments."""
+    if estimator is not None and estimator not in GROUP_ESTIMATORS:
+        raise ValueError(
+            "GRPO-λ builds on OpenRLHF's group baseline: pass --algo.advantage.estimator group_norm "
+            f"(GRPO) or dr_grpo (no std division), got {estimator}"
+        )
+    if policy_loss_type is not None and policy_loss_type != "ppo":
+        raise ValueError(
+            "GRPO-λ replaces the PPO ratio by the traced ratio: --actor.policy_loss_type must be ppo, "
+            f"got {policy_loss_type}"
+        )
+    if kl_use_loss is False and kl_coef is not None and kl_coef > 0.0:
+        raise ValueError(
+            "GRPO-λ needs the KL penalty as a loss term, not in the reward: add --algo.kl.use_loss "
+            "(e.g. with --algo.kl.estimator k3) or set --algo.kl.init_coef 0"
+        )
 
 
 def grpo_lambda_advantages(
@@ -257,8 +287,7 @@ def grpo_lambda_advantages(
     belongs to prompt ``k // n_samples_per_prompt``. Rewards are ``experience.rewards`` after
     OpenRLHF's length penalties. The numbers come from :func:`~verl_lambda.core.advantage.group_advantages`.
     """
-    if estimator not in GROUP_ESTIMATORS:
-        raise _estimator_error(estimator)
+    check_trainer_options(estimator=estimator)
     if not experiences:
         return experiences
     sizes = [len(e.index) for e in experiences]
@@ -276,14 +305,9 @@ def grpo_lambda_advantages(
 def _check_trainer_args(maker: Any) -> tuple[str, int]:
     args = maker.strategy.args
     estimator = args.algo.advantage.estimator
-    if estimator not in GROUP_ESTIMATORS:
-        raise _estimator_error(estimator)
-    kl_in_reward = getattr(maker, "initial_model_group", None) is not None and not args.algo.kl.use_loss
-    if kl_in_reward and float(getattr(maker.kl_ctl, "value", 0.0)) > 0.0:
-        raise ValueError(
-            "GRPO-λ needs the KL penalty as a loss term, not in the reward: add --algo.kl.use_loss "
-            "or set --algo.kl.init_coef 0"
-        )
+    # OpenRLHF puts the KL penalty into the reward when it has a reference model and no KL loss
+    kl_coef = float(getattr(maker.kl_ctl, "value", 0.0)) if getattr(maker, "initial_model_group", None) else 0.0
+    check_trainer_options(estimator=estimator, kl_use_loss=bool(args.algo.kl.use_loss), kl_coef=kl_coef)
     return estimator, int(args.rollout.n_samples_per_prompt)
 
 
@@ -304,36 +328,47 @@ def _make_advantage_patch(original: Callable) -> Callable:
 # ────────────────────────────────────────────────────────────────────────────── loss
 
 
-_PROBE_LOCK = threading.Lock()
+_CAPTURE = threading.local()  # .matrices: a list while this thread probes OpenRLHF's IS weights, else absent
+
+
+def _capturing_aggregate(real: Callable) -> Callable:
+    """OpenRLHF's ``aggregate_loss``, unchanged, except inside :func:`_openrlhf_is_weights` on this
+    thread: there it records the matrix it is given and returns 0. Installed once, when the loss
+    module is patched (:func:`_patch_loss_module`), and removed by :func:`remove`."""
+
+    @functools.wraps(real)
+    def aggregate_loss(loss, *args, **kwargs):
+        matrices = getattr(_CAPTURE, "matrices", None)
+        if matrices is None:
+            return real(loss, *args, **kwargs)
+        matrices.append(loss)
+        return loss.new_zeros(())
+
+    setattr(aggregate_loss, _PATCH_MARK, True)
+    return aggregate_loss
 
 
 def _openrlhf_is_weights(original: Callable, policy_loss: Any, old_log_probs, action_mask, rollout_log_probs):
     """OpenRLHF's own train/rollout IS weights per token, and the tail of its return tuple.
 
     Runs OpenRLHF's ``forward`` at ratio 1 and advantage −1, where its per-token PPO loss is exactly
-    1, and reads the matrix it hands to ``aggregate_loss``: that matrix is the IS weight (1 where
-    the correction is off). The tail (``vllm_kl``, ``is_filter_ratio`` in 0.11.2) depends only on
-    the old and rollout log-probs, so it is OpenRLHF's value as is.
+    1, and reads the matrix it hands to ``aggregate_loss`` (:func:`_capturing_aggregate`): that
+    matrix is the IS weight (1 where the correction is off). The tail (``vllm_kl``,
+    ``is_filter_ratio`` in 0.11.2) depends only on the old and rollout log-probs, so it is
+    OpenRLHF's value as is. Any other shape of OpenRLHF's forward is :class:`UnsupportedOpenRLHF`.
     """
-    captured = []
-
-    def capture(loss, *args, **kwargs):
-        captured.append(loss)
-        return loss.new_zeros(())
-
-    namespace = original.__globals__
-    with _PROBE_LOCK, torch.no_grad():
-        real = namespace["aggregate_loss"]
-        namespace["aggregate_loss"] = capture
-        try:
+    _CAPTURE.matrices = captured = []
+    try:
+        with torch.no_grad():
             old = old_log_probs.detach()
             out = original(policy_loss, old, old, torch.full_like(old, -1.0), action_mask, rollout_log_probs)
-        finally:
-            namespace["aggregate_loss"] = real
-    if len(captured) != 1:
+    finally:
+        del _CAPTURE.matrices
+    if len(captured) != 1 or not isinstance(out, tuple) or captured[0].shape != old.shape:
         raise UnsupportedOpenRLHF(
-            f"GRPO-λ's OpenRLHF adapter supports {_supported_text()}: PolicyLoss.forward called aggregate_loss "
-            f"{len(captured)} times"
+            f"GRPO-λ's OpenRLHF adapter supports {_supported_text()}: PolicyLoss.forward handed aggregate_loss "
+            f"{len(captured)} loss matrices of shapes {[tuple(m.shape) for m in captured]} for log-probs of shape "
+            f"{tuple(old.shape)}; the adapter reads exactly one per-token matrix"
         )
     weights = torch.where(action_mask.bool(), captured[0], torch.zeros_like(captured[0]))
     return weights, tuple(out[3:])
@@ -358,11 +393,7 @@ def _make_loss_patch(original: Callable, aggregate: Callable) -> Callable:
                 self, log_probs, old_log_probs, advantages, action_mask, rollout_log_probs,
                 dp_size, batch_num_tokens, global_batch_size,
             )  # fmt: skip
-        if self.policy_loss_type != "ppo":
-            raise ValueError(
-                "GRPO-λ replaces the PPO ratio by the traced ratio: --actor.policy_loss_type must be ppo, "
-                f"got {self.policy_loss_type!r}"
-            )
+        check_trainer_options(policy_loss_type=self.policy_loss_type)
         mask = torch.ones_like(log_probs, dtype=torch.bool) if action_mask is None else action_mask
         weights, tail = _openrlhf_is_weights(original, self, old_log_probs, mask, rollout_log_probs)
         losses, stats = token_losses(
@@ -396,7 +427,7 @@ def _make_loss_patch(original: Callable, aggregate: Callable) -> Callable:
 
 
 _ACTIVE: GRPOLambdaSettings | None = None
-_ORIGINALS: dict[tuple[type, str], Callable] = {}
+_ORIGINALS: dict[tuple[Any, str], Callable] = {}  # (class or module, attribute) -> what was there
 
 
 def _is_patched(fn: Any) -> bool:
@@ -409,7 +440,9 @@ def _patch_loss_module(module: Any) -> None:
         return
     check_policy_loss(cls, getattr(module, "aggregate_loss", None), check_version())
     _ORIGINALS[(cls, "forward")] = cls.forward
-    cls.forward = _make_loss_patch(cls.forward, module.aggregate_loss)
+    _ORIGINALS[(module, "aggregate_loss")] = real_aggregate = module.aggregate_loss
+    module.aggregate_loss = _capturing_aggregate(real_aggregate)
+    cls.forward = _make_loss_patch(cls.forward, real_aggregate)
     logger.info("GRPO-λ: patched %s.PolicyLoss.forward (%s)", module.__name__, _ACTIVE)
 
 
@@ -503,9 +536,9 @@ def remove() -> None:
     _ACTIVE = None
     while _FINDER in sys.meta_path:
         sys.meta_path.remove(_FINDER)
-    for (cls, name), original in list(_ORIGINALS.items()):
-        setattr(cls, name, original)
-        del _ORIGINALS[(cls, name)]
+    for (owner, name), original in list(_ORIGINALS.items()):
+        setattr(owner, name, original)
+        del _ORIGINALS[(owner, name)]
 
 
 def active_settings() -> GRPOLambdaSettings | None:
