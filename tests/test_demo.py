@@ -225,11 +225,10 @@ def test_abbreviations_are_refused(capsys):
     assert all(sub.allow_abbrev is False for sub in parsers.values())
 
 
-def test_unknown_flag_prints_the_demo_usage():
+def test_unknown_flag_is_one_line_that_points_to_the_help():
     done, seconds = demo_command("--bogus")
     assert done.returncode == 2
-    assert done.stderr.startswith("usage: verl-lambda demo ")
-    assert done.stderr.strip().splitlines()[-1] == "verl-lambda demo: error: unrecognized arguments: --bogus"
+    assert done.stderr == "verl-lambda demo: error: unrecognized arguments: --bogus (see verl-lambda demo --help)\n"
     assert seconds < 3
 
 
@@ -390,3 +389,33 @@ def test_metrics_hold_no_path_under_the_home_folder(tmp_path, monkeypatch):
     (figure,) = figures
     (line,) = [line for line in figure.axes[1].get_lines() if line.get_gid() == "threshold"]
     assert line.get_ydata()[0] == document["summary"]["threshold"]
+
+
+def test_ctrl_c_ends_with_one_line_exit_130_and_marks_the_folder(tmp_path):
+    """A Ctrl-C of the demo is one line and exit status 130, and an earlier run's outputs in the folder
+    are kept but marked as not this run's (UNFINISHED.txt)."""
+    import signal
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"earlier": true}')
+    argv = [*TINY[1:], "--steps", "200", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "verl_lambda", "demo", *argv], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (out / "UNFINISHED.txt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(3)  # into the imports or the training
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "verl-lambda demo: interrupted"
+    assert (out / "metrics.json").read_text() == '{"earlier": true}'
+    assert "from an earlier run" in (out / "UNFINISHED.txt").read_text()
+
+
+def test_a_finished_run_leaves_no_mark(tmp_path):
+    out = run_tiny(tmp_path, "done")
+    assert (out / "metrics.json").exists() and not (out / "UNFINISHED.txt").exists()

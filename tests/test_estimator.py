@@ -166,3 +166,14 @@ def test_norm_adv_by_std_must_be_a_boolean():
     rewards, mask, uids = make_batch(6)
     with pytest.raises(ValueError, match=r"^algorithm\.norm_adv_by_std_in_grpo must be true or false, got 'false'"):
         run(rewards, mask, uids, algorithm(norm="false"))
+
+
+def test_the_loss_config_and_the_estimator_each_read_their_own_half():
+    """verl's loss config carries the loss settings only; the estimator's node the estimator's only."""
+    from verl_lambda.core.settings import AdvantageSettings, LossSettings
+    from verl_lambda.verl.config import GRPOLambdaLossConfig
+    from verl_lambda.verl.estimator import advantage_settings
+
+    config = GRPOLambdaLossConfig(lam=0.5)
+    assert config.loss_settings() == LossSettings(lam=0.5) and not hasattr(config, "adv_clamp")
+    assert advantage_settings({"grpo_lambda": {"adv_clamp": -0.2}}) == AdvantageSettings(adv_clamp=-0.2)

@@ -1,18 +1,21 @@
 """Command line: ``verl-lambda <command>`` (also ``python -m verl_lambda <command>``).
 
 Each command is a module with three functions: ``add_arguments(parser)`` (its options),
-``check(parser, args)`` (every argument checked before any work; a bad one ends the command with one
-line and exit status 2) and ``run(args)``. :data:`COMMANDS` lists them; only the chosen command's
-module is imported, so one command's imports never slow down another's argument errors.
+``check(parser, args)`` (every argument checked before any work; a bad one raises
+:class:`~verl_lambda.cli.LaunchError`) and ``run(args)``. :data:`COMMANDS` lists them; only the chosen
+command's module is imported, so one command's imports never slow down another's argument errors.
+Every failure goes through :mod:`verl_lambda.cli`: one line ``verl-lambda <command>: error: ...``
+and exit status 2 for a bad argument, one line and exit status 130 for Ctrl-C.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from verl_lambda.cli import ArgumentParser, command_main
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,10 @@ COMMANDS = {
 }
 
 
-def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+def build_parser(command: str | None = None) -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     """The top-level parser and the parser of each command. The options of ``command`` are added
     (importing its module), of every command when it is None, of none when it names no command."""
-    parser = argparse.ArgumentParser(prog="verl-lambda", description="GRPO-λ for verl.", allow_abbrev=False)
+    parser = ArgumentParser(prog="verl-lambda", description="GRPO-λ for verl.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers = {}
     for name, entry in COMMANDS.items():
@@ -69,9 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # the command's own usage, not the top level's
         command.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv
-    args.check(command, args)
-    status = args.handler(args)
-    return status if isinstance(status, int) else 0
+
+    def body() -> int | None:
+        args.check(command, args)
+        status = args.handler(args)
+        return status if isinstance(status, int) else 0
+
+    return command_main(command.prog, body)
 
 
 if __name__ == "__main__":

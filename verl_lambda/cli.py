@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
@@ -71,13 +72,20 @@ def command_main(prog: str, body: Callable[[], int | None], interrupted: str = "
     return 0 if status is None else int(status)
 
 
+#: what reads as a negative number after an option (argparse's own pattern misses ``-1e-3``)
+_NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the project's failure: one line ``<prog>: error: ...`` and exit status 2, no usage
-    block; abbreviations of long options are off (``--dryrun`` is not ``--dry-run``)."""
+    block; abbreviations of long options are off (``--dryrun`` is not ``--dry-run``); every negative
+    number is a value, not an option (``--log-prob -1e-3``)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        if hasattr(self, "_negative_number_matcher"):  # argparse's (private) pattern, in every Python we support
+            self._negative_number_matcher = _NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         sys.exit(fail(self.prog, f"{message} (see {self.prog} --help)"))

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 from pathlib import Path
 
+from verl_lambda.cli import LaunchError
 from verl_lambda.core.choices import TRACE_ANCHORS, TRACE_APPLICATIONS, TRACE_STYLES
 from verl_lambda.core.settings import GRPOLambdaSettings, LossSettings, setting_fields
 
@@ -48,16 +50,28 @@ def _settings(args: argparse.Namespace, trace: str, anchor: str, application: st
     return GRPOLambdaSettings.from_strings({**given, **chosen}, labels).loss
 
 
+#: the image formats the plot is written in (matplotlib's), named by the --out extension
+IMAGE_FORMATS = (".png", ".pdf", ".svg")
+
+
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse bad values with the parser's one-line error, before torch is imported."""
+    """Refuse bad values with one line (:class:`~verl_lambda.cli.LaunchError`), before torch is imported."""
     if args.length < 1:
-        parser.error("--length must be at least 1")
+        raise LaunchError("--length must be at least 1")
     try:
         _settings(args, "recent", "token", "ratio")
     except ValueError as err:
-        parser.error(str(err))
-    if args.log_prob > 0:
-        parser.error(f"--log-prob must be ≤ 0 (a log-probability), got {args.log_prob}")
+        raise LaunchError(str(err)) from None
+    if not (math.isfinite(args.log_prob) and args.log_prob <= 0):
+        raise LaunchError(f"--log-prob must be a finite number ≤ 0 (a log-probability), got {args.log_prob}")
+    if args.out.suffix.lower() not in IMAGE_FORMATS:
+        raise LaunchError(f"--out {args.out}: name an image file ending in {', '.join(IMAGE_FORMATS)}")
+    folder = args.out.parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise LaunchError(f"--out {args.out}: {existing} is a file, not a folder")
+    if args.out.is_dir():
+        raise LaunchError(f"--out {args.out} is a folder: name an image file in it")
 
 
 def credit_curves(args: argparse.Namespace) -> dict[tuple[str, str, str], list[float]]:
@@ -79,11 +93,17 @@ def credit_curves(args: argparse.Namespace) -> dict[tuple[str, str, str], list[f
 
 
 def _table(curves: dict, length: int) -> str:
+    """The credit at the first, 10 %, middle and last token, and each curve's true extremes with where they are."""
     points = {"first": 0, "10 %": length // 10, "middle": length // 2, "last": length - 1}
+    columns = [*points, "min (at k)", "max (at k)"]
     header = f"{'trace':<8}{'anchor':<8}{'application':<13}" + "".join(f"{name:>12}" for name in points)
+    header += "".join(f"{name:>20}" for name in columns[len(points) :])
     rows = [header, "-" * len(header)]
     for (trace, anchor, application), values in curves.items():
+        low = min(range(length), key=values.__getitem__)
+        high = max(range(length), key=values.__getitem__)
         cells = "".join(f"{values[k]:>12.4g}" for k in points.values())
+        cells += "".join(f"{f'{values[k]:.4g} ({k})':>20}" for k in (low, high))
         rows.append(f"{trace:<8}{anchor:<8}{application:<13}{cells}")
     return "\n".join(rows)
 
@@ -118,9 +138,13 @@ def _plot(curves: dict, args: argparse.Namespace, settings) -> bool:
         f"ε = {settings.trace_epsilon:g}{extra}, log π = {args.log_prob:g} (weight)"
     )
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    plt.close(fig)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.out, dpi=110, format=args.out.suffix.lower()[1:])
+    except OSError as err:
+        raise LaunchError(f"--out {args.out}: cannot write it ({err.strerror or err})") from None
+    finally:
+        plt.close(fig)
     return True
 
 

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from verl_lambda.cli import LaunchError
 from verl_lambda.core.settings import GRPOLambdaSettings, Number, OneOf, setting_fields
 from verl_lambda.demo.methods import DEFAULT_METHODS, METHODS
 from verl_lambda.demo.options import (
@@ -337,17 +338,15 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Check every argument before any work: a bad one ends the command with one line and exit status 2.
+    """Check every argument before any work: a bad one is a :class:`~verl_lambda.cli.LaunchError`
+    (one line, exit status 2).
 
     Resolves ``args.methods`` (a flat list), ``args.grpo_lambda`` (the settings the flags give),
     the settings' attributes (parsed values), ``args.setting_notes`` and ``args.cache_dir``."""
     try:
         _check(args)
     except ValueError as err:
-        parser.exit(2, f"{parser.prog}: error: {' '.join(str(err).split())}\n")
-
-
-check_arguments = check  # the earlier name
+        raise LaunchError(str(err)) from None
 
 
 def set_up_torch(device_name: str, threads: int):
@@ -391,8 +390,28 @@ def _settings_line(settings: GRPOLambdaSettings | None) -> str:
     return "GRPO-λ, " + (", ".join(changed) if changed else "every setting at its default")
 
 
+#: written into the output folder when a run starts and removed when it has written its outputs, so
+#: outputs of an earlier run are never mistaken for this one's after a Ctrl-C, a kill or a crash
+UNFINISHED = "UNFINISHED.txt"
+
+
 def run(args: argparse.Namespace) -> dict:
     """Warm up, train every method × seed, write the outputs and print the summary. Returns the summary."""
+    from datetime import datetime, timezone
+
+    marker = args.out / UNFINISHED
+    marker.write_text(
+        f"A verl-lambda demo run started here at {datetime.now(timezone.utc).isoformat(timespec='seconds')} and has "
+        "not finished (it is running, or it was interrupted): metrics.json and curves.png in this folder, if any, "
+        "are from an earlier run.\n",
+        encoding="utf-8",
+    )
+    summary = _run(args)
+    marker.unlink(missing_ok=True)
+    return summary
+
+
+def _run(args: argparse.Namespace) -> dict:
     import platform
     import shlex
     import time
@@ -510,7 +529,11 @@ def run(args: argparse.Namespace) -> dict:
         "environment": environment,
     }
     report.write_metrics(args.out / "metrics.json", run_info, records, summary)
-    title = f"{task.name}: {task.description}; {len(seeds)} seed(s), line = mean, band = min–max"
+    title = (
+        f"verl-lambda demo, task {task.name} (decisive tokens {task.decisive}): {len(seeds)} seed(s) x {args.steps} RL "
+        f"steps of {args.prompts_per_step}x{args.group_size} responses, lr {args.lr:g}\n"
+        "line: mean over seeds; band: min-max over seeds; dotted: the accuracy threshold of 'steps to'"
+    )
     report.plot_curves(args.out / "curves.png", completed, args.methods, title, summary["threshold"])
     print()
     print(report.summary_table(summary, report.machine_line(environment)))
