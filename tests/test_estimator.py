@@ -177,3 +177,15 @@ def test_the_loss_config_and_the_estimator_each_read_their_own_half():
     config = GRPOLambdaLossConfig(lam=0.5)
     assert config.loss_settings() == LossSettings(lam=0.5) and not hasattr(config, "adv_clamp")
     assert advantage_settings({"grpo_lambda": {"adv_clamp": -0.2}}) == AdvantageSettings(adv_clamp=-0.2)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_reward_is_refused_naming_its_group(bad):
+    """verl's grpo turns the whole group into NaN without a word; GRPO-λ refuses, naming the uid."""
+    from verl_lambda.core.advantage import group_advantages
+
+    scores = torch.tensor([1.0, 0.0, bad, 1.0])
+    with pytest.raises(
+        ValueError, match=r"score of response 2 \(group uid 'q7'\) is .*: every reward must be a finite"
+    ):
+        group_advantages(scores, ["q3", "q3", "q7", "q7"])

@@ -381,7 +381,7 @@ def test_driver_modules_reach_the_config_verl_gets(capsys, tmp_path, monkeypatch
             "actor_rollout_ref.actor.policy_loss.lam must be a number in [0, 1], got 2",
         ),
         (["actor_rollout_ref.actor.use_dynamic_bsz=False"], "verl validate_config: [actor] Please set at least one of"),
-        (["--cfg", "job"], "--cfg: verl_lambda.launch.main_ppo launches one checked job and takes no other Hydra flag"),
+        (["--cfg", "job"], "--cfg: verl_lambda.launch.main_ppo launches one checked job and takes no other flag"),
         (["--multirun"], "--multirun: verl_lambda.launch.main_ppo launches one checked job"),
         (["-m"], "-m: verl_lambda.launch.main_ppo launches one checked job"),
         (["--save-config"], "--save-config needs a value"),
@@ -402,7 +402,7 @@ def test_parse_args_keeps_verl_arguments_in_order():
     assert args.dry_run and args.save_config == "x.yaml"
     assert args.overrides == ["a.b=1", "+c.d=2", "++c.d=3", "~e.f"]
     assert args.config_name == "ppo_megatron_trainer"
-    with pytest.raises(LaunchError, match="takes no other Hydra flag"):
+    with pytest.raises(LaunchError, match="takes no other flag"):
         launcher.parse_args(["--cfg", "job", "a.b=1"])
 
 
@@ -481,7 +481,7 @@ BAD_COMMAND_LINES = [
     (["data.train_batch_size=0"], {}, f"data.train_batch_size {WHOLE} 0"),
     ([f"{A}ppo_epochs=0"], {}, f"{A}ppo_epochs {WHOLE} 0"),
     ([f"{A}clip_ratio_c=1.0"], {}, f"{A}clip_ratio_c must be a number > 1, got 1.0"),
-    ([f"{A}clip_ratio=-0.2"], {}, f"{A}clip_ratio must be a number ≥ 0, got -0.2"),
+    ([f"{A}clip_ratio=-0.2"], {}, f"{A}clip_ratio must be a number ≥ 0 and < 1, got -0.2"),
     (
         ["algorithm.norm_adv_by_std_in_grpo='false'"],
         {},
@@ -512,6 +512,24 @@ BAD_COMMAND_LINES = [
         "--save-config /proc/no/such/dir/config.yaml: cannot write it",
     ),
     (["--config-name"], {}, "--config-name needs a value"),
+    # a misspelt GRPO_LAMBDA_* variable would leave its setting at the default without a word
+    ([], {"GRPO_LAMBDA_TRCAE": "both"}, "GRPO_LAMBDA_TRCAE is not a GRPO-λ variable: did you mean GRPO_LAMBDA_TRACE?"),
+    ([], {"GRPO_LAMBDA_LAMDA": "0.5"}, "GRPO_LAMBDA_LAMDA is not a GRPO-λ variable: did you mean GRPO_LAMBDA_LAM?"),
+    # an unknown or misplaced policy_loss key would be a raw dataclass error in every actor worker
+    (
+        [f"+{PL}trcae=both"],
+        {},
+        f"{PL}trcae is not a key of verl_lambda.verl.config.GRPOLambdaLossConfig: did you mean trace?",
+    ),
+    ([f"+{PL}adv_clamp=-0.2"], {}, f"{PL}adv_clamp is an estimator setting: set +algorithm.grpo_lambda.adv_clamp=..."),
+    # clip ratios outside their meaningful range: a floor 1 − 2 = −1 admits every ratio
+    ([f"{A}clip_ratio_low=2"], {}, f"{A}clip_ratio_low must be a number ≥ 0 and < 1, got 2"),
+    ([f"{A}clip_ratio=1.0"], {}, f"{A}clip_ratio must be a number ≥ 0 and < 1, got 1.0"),
+    (
+        ["--dryrun"],
+        {},
+        "--dryrun: verl_lambda.launch.main_ppo launches one checked job and takes no other flag: did you mean --dry-run?",
+    ),
 ]
 
 
@@ -561,3 +579,10 @@ def test_a_driver_that_lists_the_plugin_in_verl_use_external_modules_launches(tm
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "dry run: config composed and checked, Ray not started" in done.stdout
+
+
+def test_a_mini_batch_that_does_not_divide_the_batch_is_a_one_line_warning(capsys):
+    rc, out, err = launch(capsys, "--dry-run", *GRPO_LAMBDA, *RUN, "actor_rollout_ref.actor.ppo_mini_batch_size=48")
+    assert rc == 0, err
+    warnings = [line for line in out.splitlines() if "ppo_mini_batch_size=48 does not divide" in line]
+    assert len(warnings) == 1 and "2.67 updates per step, the last one on 32 prompts" in warnings[0]

@@ -641,6 +641,11 @@ def test_launcher_splits_its_options_out_in_order():
         ([], {"GRPO_LAMBDA_TRACE_EPSILON": "2"}, "GRPO_LAMBDA_TRACE_EPSILON must be a number in [0, 1], got 2.0"),
         (["--algo.advantage.estimator", "reinforce_baseline"], {}, "--algo.advantage.estimator group_norm"),
         (["--actor.policy_loss_type", "gspo"], {}, "--actor.policy_loss_type must be ppo"),
+        (
+            [],
+            {"GRPO_LAMBDA_TRCAE": "both"},
+            "GRPO_LAMBDA_TRCAE is not a GRPO-λ variable: did you mean GRPO_LAMBDA_TRACE?",
+        ),
     ],
 )
 def test_bad_settings_fail_before_ray_with_one_line(fake_ray, monkeypatch, capsys, extra, env, needle):

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from verl_lambda.cli import LaunchError, command_main, dry_run
-from verl_lambda.core.settings import GRPOLambdaSettings, env_var, setting_fields
+from verl_lambda.core.settings import GRPOLambdaSettings, check_environment_names, env_var, setting_fields
 from verl_lambda.patches.openrlhf import patch
 
 __all__ = [
@@ -109,6 +109,7 @@ def read_settings(
     environ = os.environ if environ is None else environ
     flags, rest, switches = split_lambda_args(argv)
     try:
+        check_environment_names(environ, also=(patch.ENV_ALLOW_UNTESTED,))
         from_environment = GRPOLambdaSettings.from_environment(environ)
         settings = GRPOLambdaSettings.from_strings(
             {**from_environment.to_strings(), **flags}, {name: _flag(name) for name in flags}

@@ -5,7 +5,8 @@ For response i of group g (the responses to one prompt) with outcome score R_i:
     Â_i = (R_i − mean_g) / (std_g + ε)      (or R_i − mean_g without the std division)
     δ_i = max(Â_i, c)                        c = ``settings.adv_clamp``; None: no clamp
 
-with the unbiased (Bessel) std, and verl's convention for a group of one: mean 0, std 1. Group
+with the unbiased (Bessel) std, and verl's convention for a group of one: mean 0, std 1. A score that
+is NaN or infinite is refused (ValueError naming its group): it would turn its group into NaN. Group
 statistics are computed in float64 (a reward of 1e20 does not overflow), groups are the exact uid
 values (1.0 and 1.5 are two groups, 0 and "0" too). Both framework adapters call
 :func:`group_advantages`.
@@ -53,6 +54,14 @@ def group_advantages(
         raise ValueError(f"scores must be [N] with one uid each, got {tuple(scores.shape)} and {len(uids)} uids")
     out_dtype = torch.promote_types(scores.dtype, torch.float32)
     index, n_groups = group_ids(uids)
+    finite = torch.isfinite(scores.detach())
+    if not bool(finite.all()):  # one such score would make its whole group's advantages NaN
+        row = int((~finite).nonzero()[0])
+        uid = uids[row].item() if isinstance(uids, torch.Tensor) else uids[row]
+        raise ValueError(
+            f"the score of response {row} (group uid {uid!r}) is {float(scores[row])}: every reward must be a "
+            "finite number; fix the reward function"
+        )
     index = index.to(scores.device)
     with torch.no_grad():
         x = scores.detach().to(torch.float64)

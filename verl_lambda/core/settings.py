@@ -18,9 +18,10 @@ Adding a setting: one field below, its maths in :mod:`verl_lambda.core`, its tes
 
 from __future__ import annotations
 
+import difflib
 import math
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
@@ -36,6 +37,8 @@ __all__ = [
     "SETTING_PARTS",
     "ENV_PREFIX",
     "env_var",
+    "nearest",
+    "check_environment_names",
     "setting_fields",
     "part_of",
     "add_setting_fields",
@@ -48,6 +51,24 @@ ENV_PREFIX = "GRPO_LAMBDA_"
 def env_var(name: str) -> str:
     """The environment variable of setting ``name``, e.g. ``GRPO_LAMBDA_TRACE_EPSILON``."""
     return ENV_PREFIX + name.upper()
+
+
+def nearest(word: str, known: Iterable[str]) -> str:
+    """``": did you mean X?"`` for the known word closest to ``word``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(word, sorted(known), n=1)
+    return f": did you mean {close[0]}?" if close else ""
+
+
+def check_environment_names(environ: Mapping[str, str], also: Iterable[str] = ()) -> None:
+    """Refuse (ValueError, one line) a ``GRPO_LAMBDA_*`` variable that names no setting: a misspelt
+    one would otherwise leave its setting at the default without a word. ``also``: other variables
+    of that prefix the caller reads."""
+    known = {env_var(f.name) for f in setting_fields()} | set(also)
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            raise ValueError(
+                f"{name} is not a GRPO-λ variable{nearest(name, known)} (the variables are {', '.join(sorted(known))})"
+            )
 
 
 @dataclass(frozen=True)

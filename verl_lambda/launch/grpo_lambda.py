@@ -11,6 +11,7 @@ every Ray worker gets.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -21,7 +22,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from verl_lambda.cli import LaunchError, one_line
-from verl_lambda.core.settings import ENV_PREFIX, GRPOLambdaSettings, env_var, setting_fields
+from verl_lambda.core.settings import (
+    ENV_PREFIX,
+    AdvantageSettings,
+    GRPOLambdaSettings,
+    check_environment_names,
+    env_var,
+    nearest,
+    setting_fields,
+)
 from verl_lambda.verl.estimator import advantage_settings, norm_adv_by_std
 from verl_lambda.verl.keys import (
     ESTIMATOR_CONFIG_PATH,
@@ -183,9 +192,33 @@ def _environment_settings(environ: Mapping[str, str]) -> list[str]:
     return sorted(k for k in environ if k.startswith(ENV_PREFIX) and k in {env_var(f.name) for f in setting_fields()})
 
 
+def _check_loss_keys(cfg: DictConfig) -> None:
+    """Every key under the loss's config node is a field of its config class (a typo would be a raw
+    dataclass error in every actor worker); an estimator setting put there is told where it goes."""
+    from verl_lambda.verl.config import GRPOLambdaLossConfig
+
+    node = _get(cfg, LOSS_CONFIG_PATH)
+    known = {f.name for f in dataclasses.fields(GRPOLambdaLossConfig)} | {"_target_"}
+    for key in node.keys() if node is not None else ():
+        if key in known:
+            continue
+        if key in {f.name for f in setting_fields(AdvantageSettings)}:
+            raise LaunchError(
+                f"{LOSS_CONFIG_PATH}.{key} is an estimator setting: set +{config_key(key)}=... instead "
+                "(the estimator runs in the trainer's TaskRunner and reads only algorithm)"
+            )
+        raise LaunchError(
+            f"{LOSS_CONFIG_PATH}.{key} is not a key of {TARGET}{nearest(key, known)} (its keys: {', '.join(sorted(known))})"
+        )
+
+
 def check_grpo_lambda(cfg: DictConfig, environ: Mapping[str, str] | None = None) -> GRPOLambdaRun | None:
     """The run's GRPO-λ settings, or None when GRPO-λ is off; raises LaunchError (one line)."""
     environ = os.environ if environ is None else environ
+    try:
+        check_environment_names(environ)
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
     _check_math_reward(cfg)
     if not _uses_grpo_lambda(cfg):
         return None
@@ -195,6 +228,7 @@ def check_grpo_lambda(cfg: DictConfig, environ: Mapping[str, str] | None = None)
             "'bypass_mode' (legacy trainer) and takes old log-probs from the rollout engine; set "
             "algorithm.rollout_correction.bypass_mode=false"
         )
+    _check_loss_keys(cfg)
     from verl.utils.config import omega_conf_to_dataclass
 
     try:  # the same conversion verl's validate_config and the actor workers do

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from verl_lambda.cli import DRY_RUN_ENV, DRY_RUN_FLAG, LaunchError, command_main, env_flag, one_line
+from verl_lambda.core.settings import nearest
 
 __all__ = ["PROG", "main", "compose_config", "parse_args", "check_command_line", "LaunchArgs", "CheckedLaunch"]
 
@@ -99,9 +100,12 @@ def parse_args(argv: Sequence[str]) -> LaunchArgs:
         elif arg in _HELP_FLAGS:
             args.help = True
         elif arg.startswith("-"):  # overrides never start with "-"
+            own = [*_VALUE_FLAGS, "--save-config", DRY_RUN_FLAG, *_HELP_FLAGS]
+            guess = nearest(flag, [f for f in own if f.startswith("--")]) if flag.startswith("--") else ""
             raise LaunchError(
-                f"{arg}: {PROG} launches one checked job and takes no other Hydra flag (--multirun, --cfg, "
-                f"--info, ...): run one command per job; {DRY_RUN_FLAG} --save-config PATH writes the composed config"
+                f"{arg}: {PROG} launches one checked job and takes no other flag{guess} (Hydra's --multirun, --cfg, "
+                f"--info, ... are refused: run one command per job; {DRY_RUN_FLAG} --save-config PATH writes the "
+                "composed config)"
             )
         else:
             key = _override_key(arg)

@@ -45,18 +45,22 @@ class _Reader:
             raise LaunchError(f"{key} must be a whole number ≥ {minimum}, got {value!r}: set {key}=<number>")
         return value
 
-    def number(self, key: str, above: float | None = None, at_least: float | None = None) -> float | None:
+    def number(
+        self, key: str, above: float | None = None, at_least: float | None = None, below: float | None = None
+    ) -> float | None:
         value = self.raw(key)
         if value is None:
             return None
-        ok = not isinstance(value, bool) and isinstance(value, (int, float))
-        if ok and above is not None:
-            ok = value > above
-        if ok and at_least is not None:
-            ok = value >= at_least
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
+        bounds = []
+        if above is not None:
+            ok, bounds = ok and value > above, [*bounds, f"> {above:g}"]
+        if at_least is not None:
+            ok, bounds = ok and value >= at_least, [*bounds, f"≥ {at_least:g}"]
+        if below is not None:
+            ok, bounds = ok and value < below, [*bounds, f"< {below:g}"]
         if not ok:
-            bound = f"> {above:g}" if above is not None else f"≥ {at_least:g}" if at_least is not None else "real"
-            raise LaunchError(f"{key} must be a number {bound}, got {value!r}")
+            raise LaunchError(f"{key} must be a number {' and '.join(bounds) or 'real'}, got {value!r}")
         return float(value)
 
     def switch(self, key: str, default: bool = False) -> bool:
@@ -135,10 +139,17 @@ def _read_shape(r: _Reader) -> RunShape:
     for key in ("actor_rollout_ref.actor.use_kl_loss", "algorithm.use_kl_in_reward", "trainer.val_only"):
         r.switch(key)
     r.switch("algorithm.norm_adv_by_std_in_grpo", default=True)
-    for key in ("actor_rollout_ref.actor.clip_ratio", "actor_rollout_ref.actor.clip_ratio_low",
-                "actor_rollout_ref.actor.clip_ratio_high"):  # fmt: skip
-        r.number(key, at_least=0.0)
+    # the ratio's floor 1 − clip_ratio_low must stay above 0; its ceiling 1 + clip_ratio_high above 1
+    for key in ("actor_rollout_ref.actor.clip_ratio", "actor_rollout_ref.actor.clip_ratio_low"):
+        r.number(key, at_least=0.0, below=1.0)
+    r.number("actor_rollout_ref.actor.clip_ratio_high", at_least=0.0)
     r.number("actor_rollout_ref.actor.clip_ratio_c", above=1.0)
+    if shape.prompts % shape.mini_batch:
+        shape.warnings.append(
+            f"actor_rollout_ref.actor.ppo_mini_batch_size={shape.mini_batch} does not divide data.train_batch_size="
+            f"{shape.prompts}: {shape.prompts / shape.mini_batch:.2f} updates per step, the last one on "
+            f"{shape.prompts % shape.mini_batch} prompts; use a divisor"
+        )
     return shape
 
 
