@@ -528,7 +528,8 @@ BAD_COMMAND_LINES = [
     (
         ["--dryrun"],
         {},
-        "--dryrun: verl_lambda.launch.main_ppo launches one checked job and takes no other flag: did you mean --dry-run?",
+        "--dryrun: verl_lambda.launch.main_ppo launches one checked job and takes no other flag: "
+        "did you mean --dry-run?",
     ),
 ]
 

@@ -207,9 +207,8 @@ def _check_loss_keys(cfg: DictConfig) -> None:
                 f"{LOSS_CONFIG_PATH}.{key} is an estimator setting: set +{config_key(key)}=... instead "
                 "(the estimator runs in the trainer's TaskRunner and reads only algorithm)"
             )
-        raise LaunchError(
-            f"{LOSS_CONFIG_PATH}.{key} is not a key of {TARGET}{nearest(key, known)} (its keys: {', '.join(sorted(known))})"
-        )
+        keys = ", ".join(sorted(known))
+        raise LaunchError(f"{LOSS_CONFIG_PATH}.{key} is not a key of {TARGET}{nearest(key, known)} (its keys: {keys})")
 
 
 def check_grpo_lambda(cfg: DictConfig, environ: Mapping[str, str] | None = None) -> GRPOLambdaRun | None:
