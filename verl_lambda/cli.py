@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 __all__ = [
     "LaunchError",
@@ -59,16 +61,40 @@ def fail(prog: str, message: str | BaseException) -> int:
     return 2
 
 
+def _end_interrupted(prog: str, interrupted: str) -> NoReturn:
+    """One line, then exit status 130 at once: a library that saw the KeyboardInterrupt pass (some
+    mark it "unhandled" and re-kill the interpreter with SIGINT at exit) cannot change the status."""
+    print(f"\n{prog}: {interrupted}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(INTERRUPTED)
+
+
 def command_main(prog: str, body: Callable[[], int | None], interrupted: str = "interrupted") -> int:
     """Run ``body``: a :class:`LaunchError` becomes one line and exit status 2, Ctrl-C one line
-    (``<prog>: <interrupted>``) and exit status 130; returns ``body``'s status (None counts as 0)."""
+    (``<prog>: <interrupted>``) and exit status 130 — also when a library swallowed the
+    KeyboardInterrupt or turned it into another error; returns ``body``'s status (None counts as 0).
+    ``body``'s own clean-up (``finally``) runs before the process ends."""
+    hit = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        hit.append(signum)
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
         status = body()
     except LaunchError as err:
         return fail(prog, err)
-    except KeyboardInterrupt:
-        print(f"\n{prog}: {interrupted}", file=sys.stderr, flush=True)
-        return INTERRUPTED
+    except BaseException as err:
+        if isinstance(err, KeyboardInterrupt) or hit:
+            _end_interrupted(prog, interrupted)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if hit:
+        _end_interrupted(prog, interrupted)
     return 0 if status is None else int(status)
 
 

@@ -216,12 +216,16 @@ def t_95(seeds: int) -> float:
     return T_95[seeds - 2] if seeds - 2 < len(T_95) else 2.0
 
 
+#: the fewest seeds a verdict is drawn from: with 2, a t-test calls two seeds that agree to 1e-4 "clear"
+MIN_VERDICT_SEEDS = 3
+
+
 def judgement(comparison: dict) -> str:
     """``"higher"`` or ``"lower"`` when the paired mean difference (:func:`paired`) is clear — more than
-    :func:`t_95` standard errors from 0 —, ``"unclear"`` when it is not, ``"one seed"`` without a
-    standard error."""
-    if comparison["standard_error"] is None:
-        return "one seed"
+    :func:`t_95` standard errors from 0 —, ``"unclear"`` when it is not, ``"too few seeds"`` below
+    :data:`MIN_VERDICT_SEEDS`."""
+    if comparison["seeds"] < MIN_VERDICT_SEEDS or comparison["standard_error"] is None:
+        return "too few seeds"
     if abs(comparison["diff"]) > t_95(comparison["seeds"]) * comparison["standard_error"]:
         return "higher" if comparison["diff"] > 0 else "lower"
     return "unclear"
@@ -231,14 +235,14 @@ _VERDICTS = {
     "GRPO": {
         "higher": "higher mean accuracy than GRPO",
         "lower": "lower mean accuracy than GRPO",
-        "unclear": "no clear difference in mean accuracy from GRPO",
-        "one seed": "one seed: no verdict",
+        "unclear": "no clear difference in mean accuracy from GRPO over these seeds",
+        "too few seeds": f"no verdict from fewer than {MIN_VERDICT_SEEDS} seeds",
     },
     "clamp": {
         "higher": "higher mean accuracy than the clamp alone: the trace adds to the clamp",
         "lower": "lower mean accuracy than the clamp alone: the trace costs accuracy",
-        "unclear": "no clear difference from the clamp alone: the trace adds nothing measurable over the clamp",
-        "one seed": "one seed: no verdict",
+        "unclear": "no clear difference from the clamp alone over these seeds",
+        "too few seeds": f"no verdict from fewer than {MIN_VERDICT_SEEDS} seeds",
     },
 }
 
@@ -270,10 +274,14 @@ def verdicts(summary: dict) -> list[str]:
                 f"final {row['final_accuracy']:.3f} vs {base['final_accuracy']:.3f}, "
                 f"steps to {threshold:.2f} {steps} vs {base_steps}."
             )
-    if out and any(row["seeds"] < 5 for row in rows.values()):
+    if out and any(row["seeds"] < MIN_VERDICT_SEEDS for row in rows.values()):
         out.append(
-            "Clear = a paired t-test at 5 % over the seeds; with 2 seeds only very consistent differences "
-            "are clear: --seeds 5 for a verdict (docs/demo.md has five-seed tables)."
+            f"No verdict from {min(row['seeds'] for row in rows.values())} seed(s): the differences above are "
+            "what these seeds gave, not evidence; --seeds 5 for verdicts (docs/demo.md has five-seed tables)."
+        )
+    elif out and any(row["seeds"] < 5 for row in rows.values()):
+        out.append(
+            "Clear = a paired t-test at 5 % over the seeds; with few seeds only large, consistent differences are."
         )
     return out
 
