@@ -587,3 +587,16 @@ def test_a_mini_batch_that_does_not_divide_the_batch_is_a_one_line_warning(capsy
     assert rc == 0, err
     warnings = [line for line in out.splitlines() if "ppo_mini_batch_size=48 does not divide" in line]
     assert len(warnings) == 1 and "2.67 updates per step, the last one on 32 prompts" in warnings[0]
+
+
+def test_the_summary_says_which_weights_train_and_verl_prints_nothing_of_its_own(capsys):
+    rc, out, err = launch(capsys, "--dry-run", *GRPO_LAMBDA, *RUN, "actor_rollout_ref.model.lora_rank=64",
+                          "actor_rollout_ref.model.lora_alpha=32", "--config-name=ppo_megatron_trainer")  # fmt: skip
+    assert rc == 0, err
+    assert rows(out)["trained weights"].startswith("LoRA rank 64, alpha 32")
+    assert all(line.startswith("[verl_lambda.launch.main_ppo]") for line in out.splitlines()), out[:500]
+
+
+def test_missing_data_names_the_command_that_prepares_it(capsys):
+    rc, out, _ = launch(capsys, "--dry-run", *GRPO_LAMBDA, *RUN)
+    assert 'prepare it with DATASETS="train" DATA_DIR=/nonexistent bash recipes/prepare_data.sh' in out

@@ -26,6 +26,8 @@ refuse), so ``bash recipes/<recipe>.sh +actor_rollout_ref.actor.policy_loss.lam=
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -148,7 +150,8 @@ def _run_verl_validate(cfg) -> str:
         with warnings.catch_warnings():  # need_critic's "Disabled critic" notice; verl's main repeats it
             warnings.simplefilter("ignore", UserWarning)
             use_critic = need_critic(cfg)
-        validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=use_critic)
+        with contextlib.redirect_stdout(io.StringIO()):  # its "[validate_config] ... passed" print: our line says it
+            validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=use_critic)
     except Exception as err:
         # verl's LoRA checks import vLLM (verl.third_party.vllm raises when it is absent): on a machine
         # without the rollout engine, such as a CPU laptop or a head node, that part cannot run here.

@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -240,9 +241,12 @@ def _check_data_files(r: _Reader, dry_run: bool, shape: RunShape) -> None:
         missing = [p for p in local if not os.path.exists(os.path.expanduser(p))]
         if not missing:
             continue
+        sets = " ".join(dict.fromkeys(Path(p).stem for p in missing))
+        folder = os.path.dirname(os.path.expanduser(missing[0])) or "."
         message = (
             f"{key}: {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-            + ": prepare the data (recipes/prepare_data.sh) or point DATA_DIR / data.*_files at it"
+            + f': prepare it with DATASETS="{sets}" DATA_DIR={folder} bash recipes/prepare_data.sh '
+            "(python -m verl_lambda.math.data --list names the sets), or point DATA_DIR / data.*_files at it"
         )  # fmt: skip
         if not dry_run:
             raise LaunchError(message)

@@ -42,6 +42,14 @@ def _grpo_lambda_lines(cfg: DictConfig, run: GRPOLambdaRun | None) -> list[str]:
     return lines + [_row("trace horizon 1/(1 - gamma*lam)", horizon)]
 
 
+def _trained_weights(cfg: DictConfig) -> str:
+    rank = _get(cfg, "actor_rollout_ref.model.lora_rank", 0) or 0
+    if not rank:
+        return "all (full fine-tuning)"
+    modules = _get(cfg, "actor_rollout_ref.model.target_modules", None)
+    return f"LoRA rank {rank}, alpha {_get(cfg, 'actor_rollout_ref.model.lora_alpha')}, modules {modules}"
+
+
 def summary_lines(cfg: DictConfig, shape: RunShape, run: GRPOLambdaRun | None, warnings: list[str]) -> list[str]:
     """The resolved GRPO-λ settings and the effective batch / length numbers, one item a line."""
     lines = ["GRPO-λ settings", *_grpo_lambda_lines(cfg, run)]
@@ -79,6 +87,7 @@ def summary_lines(cfg: DictConfig, shape: RunShape, run: GRPOLambdaRun | None, w
         ),
         _row("tokens per step at most", prompts * n * shape.longest),
         _row("actor micro-batches", micro),
+        _row("trained weights", _trained_weights(cfg)),
         _row(
             "rollout",
             f"{_get(cfg, 'actor_rollout_ref.rollout.name')}, TP {shape.rollout_tp} -> {n_gpus // shape.rollout_tp} "
