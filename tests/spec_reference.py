@@ -15,17 +15,23 @@ def weight(t: int, j: int, decay: float, style: str, epsilon: float, anchor: str
     spec's tables (§4 a and b): 1 on the diagonal, the style's formula floored at ε below it."""
     if j == t:
         return 1.0
-    if style == "early":
-        w = decay**j
-    elif anchor == "token":
-        w = decay ** (t - j) if style == "recent" else max(decay ** (t - j), decay**j)
-    else:
-        w = decay ** (n - 1 - j) if style == "recent" else max(decay ** (n - j), decay**j)
-    return max(w, epsilon)
+    below = {  # §4 (a) and (b), one line per table row
+        ("recent", "token"): lambda: decay ** (t - j),
+        ("both", "token"): lambda: max(decay ** (t - j), decay**j),
+        ("early", "token"): lambda: decay**j,
+        ("recent", "end"): lambda: decay ** (n - 1 - j),
+        ("both", "end"): lambda: max(decay ** (n - j), decay**j),
+        ("early", "end"): lambda: decay**j,
+    }
+    if (style, anchor) not in below:
+        raise ValueError(f"the spec defines no weight for trace={style!r}, trace_anchor={anchor!r}")
+    return max(below[(style, anchor)](), epsilon)
 
 
 def trace(x, mask, lam, gamma, style, epsilon, norm, anchor="token"):
     """Σ_{j ≤ t} w(t, j) x_j as a float64 tensor, by a double loop over valid positions of each row."""
+    if norm not in ("none", "sum"):
+        raise ValueError(f"the spec defines no trace_norm={norm!r}")
     decay = gamma * lam
     x = x.detach().double()
     out = torch.zeros_like(x)
@@ -67,6 +73,10 @@ def token_losses(old_log_prob, log_prob, advantages, mask, settings, clip_low, c
     decay = settings["gamma"] * settings["lam"]
     anchor = settings.get("trace_anchor", "token")
     application = settings.get("trace_application", "ratio")
+    if application not in ("ratio", "weight") or settings["trace_norm"] not in ("none", "sum"):
+        raise ValueError(
+            f"the spec defines no trace_application={application!r} / trace_norm={settings['trace_norm']!r}"
+        )
     rows = []
     for b in range(log_prob.shape[0]):
         cols = [c for c in range(log_prob.shape[1]) if bool(mask[b, c])]

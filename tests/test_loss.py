@@ -12,6 +12,7 @@ from verl.utils import tensordict_utils as tu
 from verl.workers.config import ActorConfig, PolicyLossConfig
 from verl.workers.utils.losses import ppo_loss
 
+from verl_lambda.core.choices import TRACE_ANCHORS, TRACE_APPLICATIONS, TRACE_NORMS, TRACE_STYLES
 from verl_lambda.verl.config import GRPOLambdaLossConfig
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean"]
@@ -54,8 +55,7 @@ SETTINGS = [
     dict(lam=lam, gamma=1.0, trace=trace, trace_epsilon=eps, trace_norm=norm, trace_anchor=anchor,
          trace_application=application)
     for lam, trace, anchor, application, eps, norm in itertools.product(
-        [0.0, 0.5, 0.99], ["recent", "both", "early"], ["token", "end"], ["ratio", "weight"], [0.0, 1e-7, 0.1],
-        ["none", "sum"],
+        [0.0, 0.5, 0.99], TRACE_STYLES, TRACE_ANCHORS, TRACE_APPLICATIONS, [0.0, 1e-7, 0.1], TRACE_NORMS,
     )
     if (anchor, application) != ("token", "ratio") or trace == "early"
 ]  # fmt: skip
@@ -363,7 +363,7 @@ def test_non_finite_values_at_masked_tokens_have_no_effect(kind):
 
 
 @pytest.mark.parametrize("lam", [0.5, 0.99])
-@pytest.mark.parametrize("trace", ["recent", "both", "early"])
+@pytest.mark.parametrize("trace", list(TRACE_STYLES))
 @pytest.mark.parametrize("update_style", ["ppo", "weight"])
 def test_end_anchor_equals_the_authors_grpol_formula(lam, trace, update_style):
     """trace_anchor="end", trace_epsilon=1e-7 and the clamp reproduce the authors' grpol loss (their

@@ -8,14 +8,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from verl_lambda.core.choices import TRACE_ANCHORS, TRACE_NORMS, TRACE_STYLES
 from verl_lambda.core.settings import GRPOLambdaSettings, LossSettings
 from verl_lambda.core.trace import apply_trace, apply_trace_reference, discounted_cumsum
 
 LAMS = [0.0, 0.5, 0.9, 0.99, 1.0]
 # (trace, trace_anchor): every weight style in both readings of the spec (§4 a, b)
-STYLES = [(trace, anchor) for anchor in ("token", "end") for trace in ("recent", "both", "early")]
+STYLES = [(trace, anchor) for anchor in TRACE_ANCHORS for trace in TRACE_STYLES]
 EPSILONS = [0.0, 0.05, 0.3]
-NORMS = ["none", "sum"]
+NORMS = list(TRACE_NORMS)
 GRID = list(itertools.product(LAMS, STYLES, EPSILONS, NORMS))
 
 
