@@ -23,8 +23,9 @@ def test_the_top_level_help_lists_every_command():
         (["credit", "--length", "0"], "verl-lambda credit: error: --length must be at least 1"),
         (["credit", "--lam", "2"], "verl-lambda credit: error: --lam must be a number in [0, 1], got 2.0"),
         (["smoke"], "verl-lambda smoke: error: no training command"),
-        (["smoke", "--", "bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda_megatron.sh"],
-         "Megatron and multi-node runs cannot run on the CPU harness"),
+        (["smoke", "--timeout", "nan", "--", "bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda_megatron.sh"],
+         "verl-lambda smoke: error: --timeout must be a positive number of seconds, got nan"),
+        (["smoke", "--", "no-such-program-here"], "verl-lambda smoke: error: no-such-program-here: no such program"),
         (["demo", "--seed", "3"], "verl-lambda demo: error: unrecognized arguments: --seed 3"),
     ],
 )  # fmt: skip

@@ -47,7 +47,7 @@ def test_console_metrics_are_parsed_per_step():
 
 
 def test_runtime_env_module_lists_keep_the_harness_modules():
-    args = ["a=1", f"+{KEY}=verl_lambda.verl.register", f"++{KEY}='m1,verl_lambda.smoke.platform'"]
+    args = ["a=1", f"+{KEY}=verl_lambda.verl.register", f"++{KEY}='m1,verl_lambda.smoke.worker'"]
     merged = merge_registration_args(args)
     assert merged[0] == "a=1"
     assert merged[1] == f"+{KEY}='{','.join([*HARNESS_MODULES, 'verl_lambda.verl.register'])}'"
@@ -55,9 +55,11 @@ def test_runtime_env_module_lists_keep_the_harness_modules():
 
 
 def test_env_puts_harness_modules_first_and_keeps_the_users():
-    env = harness_env({"VERL_USE_EXTERNAL_MODULES": "mine, verl_lambda.smoke.rollout", "PATH": "/bin"}, ["extra"])
+    env = harness_env({"VERL_USE_EXTERNAL_MODULES": "mine, verl_lambda.smoke.worker", "PATH": "/bin"}, ["extra"])
     assert env["VERL_USE_EXTERNAL_MODULES"] == ",".join([*HARNESS_MODULES, "mine", "extra"])
     assert env["VERL_PLATFORM"] == "cpu" and env["VERL_ENGINE_DEVICE"] == "cuda"
+    assert env["VERL_LAMBDA_HARNESS"] == "fsdp" and env["VERL_USE_UV"] == "0"
+    assert harness_env({"PATH": "/bin"}, engine="megatron")["VERL_LAMBDA_HARNESS"] == "megatron"
 
 
 def test_foreign_ray_clusters_are_refused():
@@ -72,17 +74,111 @@ def test_foreign_ray_clusters_are_refused():
     "command, problem",
     [
         ([], "no training command"),
-        (["bash", "recipes/run_qwen2.5-7b-instruct_grpo_megatron.sh"], "FSDP twin: run_qwen2.5-7b-instruct_grpo.sh"),
-        (["python", "-m", "verl.trainer.main_ppo", "model_engine=megatron"], "Megatron"),
-        (["python", "-m", "verl.trainer.main_ppo", "--config-name=ppo_megatron_trainer"], "Megatron"),
         (["bash", "no/such/script.sh"], "no such script"),
+        (["no-such-program-here", "x"], "no-such-program-here: no such program on PATH"),
         (["bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda.sh"], None),
+        (["bash", "recipes/run_qwen2.5-7b-instruct_grpo_megatron.sh"], None),
+        (["bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda_megatron_multinode.sh"], None),
+        (["python", "-m", "verl.trainer.main_ppo", "model_engine=megatron"], None),
         (["python", "-m", "verl_lambda.launch.main_ppo", "trainer.experiment_name=megatron_vs_fsdp"], None),
     ],
 )
 def test_commands_that_cannot_run_on_the_cpu_harness(command, problem):
     found = cli.check_command(command)
     assert (found is None) if problem is None else (problem in found), found
+
+
+def test_a_hint_never_names_a_file_that_is_not_there(tmp_path):
+    """A multi-node script outside recipes/ (no runtime env to rehearse) is refused without naming a twin file."""
+    script = tmp_path / "run_x_megatron_multinode.sh"
+    script.write_text('python -m verl.trainer.main_ppo "$@"\n')
+    found = cli.check_command(["bash", str(script)])
+    assert "rehearsed through a recipe of recipes/" in found and "twin" not in found
+
+
+@pytest.mark.parametrize(
+    "command, engine, multinode",
+    [
+        (["bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda.sh"], "fsdp", False),
+        (["bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda_megatron.sh"], "megatron", False),
+        (["bash", "recipes/run_r1-distill-qwen-7b_grpo_lambda_megatron_multinode.sh"], "megatron", True),
+        (["python", "-m", "verl.trainer.main_ppo", "--config-name=ppo_megatron_trainer"], "megatron", False),
+        (["python", "-m", "verl_lambda.launch.main_ppo", "+model_engine=megatron"], "megatron", False),
+    ],
+)
+def test_the_engine_and_the_route_of_a_command(command, engine, multinode):
+    assert cli.engine_of(command) == engine and cli.is_multinode(command) == multinode
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--timeout", "nan", "--", "bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda.sh"], "--timeout must be"),
+        (["--timeout", "inf", "--", "bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda.sh"], "--timeout must be"),
+        (["--gpus", "2", "--", "bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda_megatron_multinode.sh"],
+         "--gpus does not apply to a multi-node recipe"),
+    ],
+)  # fmt: skip
+def test_bad_smoke_arguments_are_one_line(argv, message):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert message in cli.problem_with(parser.parse_args(argv))
+
+
+def test_a_missing_extra_is_one_line_naming_the_pip_command(monkeypatch):
+    real = cli._importable
+    monkeypatch.setattr(cli, "_importable", lambda name: name != "transfer_queue" and real(name))
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--", "bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda.sh"])
+    assert cli.problem_with(args) == (
+        "verl-lambda smoke of this command needs transfer_queue, which is not installed here: "
+        "pip install 'verl-lambda[smoke]'"
+    )
+    monkeypatch.setattr(cli, "_importable", lambda name: name != "mbridge" and real(name))
+    args = parser.parse_args(["--", "bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda_megatron.sh"])
+    assert "needs mbridge" in cli.problem_with(args) and "pip install 'verl-lambda[megatron]'" in cli.problem_with(args)
+
+
+@pytest.mark.parametrize(
+    "argv, found",
+    [
+        (["python", "-m", "verl.trainer.main_ppo", "a=1", "b=2"], ["a=1", "b=2"]),
+        (["python3", "-X", "faulthandler", "-m", "verl.trainer.main_ppo", "a=1"], ["a=1"]),
+        (["python", "/x/site-packages/verl/trainer/main_ppo.py", "a=1"], ["a=1"]),
+        (["python", "-m", "verl_lambda.launch.main_ppo", "a=1"], None),
+        (["python", "-c", "import verl"], None),
+        (["/usr/bin/raylet"], None),
+    ],
+)
+def test_the_driver_of_a_plain_verl_command_is_recognised(argv, found):
+    from verl_lambda.smoke.worker import plain_verl_arguments
+
+    assert plain_verl_arguments(argv) == found
+
+
+def test_importing_the_harness_modules_patches_nothing():
+    """Outside a harness run (no VERL_LAMBDA_HARNESS), importing the smoke package's modules leaves torch
+    and verl as they are."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, verl.utils.distributed as d\n"
+        "before = (torch.Tensor.pin_memory, d.initialize_global_process_group_ray, torch.cuda.current_device)\n"
+        "import verl_lambda.smoke.worker, verl_lambda.smoke.platform, verl_lambda.smoke.rollout\n"
+        "import verl_lambda.smoke.megatron_cpu, verl_lambda.smoke.harness, verl_lambda.smoke.cli\n"
+        "from verl.plugin.platform.platform_manager import PlatformRegistry\n"
+        "from verl.workers.rollout.replica import RolloutReplicaRegistry\n"
+        "after = (torch.Tensor.pin_memory, d.initialize_global_process_group_ray, torch.cuda.current_device)\n"
+        "assert before == after, 'patched on import'\n"
+        "assert PlatformRegistry.get('cpu') is None, 'cpu platform registered on import'\n"
+        "assert 'hf' not in RolloutReplicaRegistry._registry, 'hf rollout registered on import'\n"
+        "print('clean')\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "VERL_LAMBDA_HARNESS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("clean"), done.stderr[-2000:]
 
 
 def test_cli_arguments_take_the_command_after_the_separator():

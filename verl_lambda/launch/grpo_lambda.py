@@ -113,15 +113,34 @@ def worker_modules(cfg: DictConfig, environ: Mapping[str, str] | None = None) ->
     return list(dict.fromkeys([*listed, REGISTER_MODULE]))
 
 
+def in_ray_job(environ: Mapping[str, str]) -> bool:
+    """Whether this process is the driver of a ``ray job submit`` job."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in environ
+
+
 def set_worker_modules(cfg: DictConfig, environ: Mapping[str, str] | None = None) -> None:
-    """Set the Ray workers' ``VERL_USE_EXTERNAL_MODULES`` in ``cfg`` to :func:`worker_modules`."""
+    """Set the Ray workers' ``VERL_USE_EXTERNAL_MODULES`` in ``cfg`` to :func:`worker_modules`.
+
+    Inside a Ray job whose runtime env sets the variable, that value reaches every process of the
+    job already, and Ray refuses a ``ray.init`` runtime env that sets it a second time ("Failed to
+    merge the Job's runtime env"): the key is left out (one given on the command line is refused).
+    """
+    environ = os.environ if environ is None else environ
+    if in_ray_job(environ) and MODULES_ENV in environ:
+        if OmegaConf.select(cfg, REGISTRATION_KEY, default=None) is not None:
+            raise LaunchError(
+                f"{REGISTRATION_KEY} is set, but this Ray job's runtime env sets {MODULES_ENV} already and Ray "
+                f"refuses it twice: drop the override and list the modules in the job's runtime env "
+                "(--runtime-env=recipes/runtime_env.yaml)"
+            )
+        return
     OmegaConf.update(cfg, REGISTRATION_KEY, ",".join(worker_modules(cfg, environ)), force_add=True)
 
 
 def check_job_environment(environ: Mapping[str, str], verl_version: str | None = None) -> list[str]:
     """Inside a ``ray job submit`` job whose env does not load the plugin: a warning where verl loads
     the package's entry point, a :class:`LaunchError` where it does not (verl < 0.9.0)."""
-    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in environ:
+    if not in_ray_job(environ):
         return []
     if REGISTER_MODULE in _module_list(environ.get(MODULES_ENV), {}):
         return []

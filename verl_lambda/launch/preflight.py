@@ -296,9 +296,29 @@ def preflight(cfg: DictConfig) -> RunShape:
     return shape
 
 
+def _check_engine_installed(shape: RunShape, dry_run: bool) -> None:
+    if shape.strategy != "megatron":
+        return
+    try:
+        found = importlib.util.find_spec("megatron.core") is not None
+    except ModuleNotFoundError:
+        found = False
+    if found:
+        return
+    message = (
+        "actor_rollout_ref.actor.strategy=megatron needs megatron-core in this environment (and on every node): "
+        "pip install 'verl-lambda[megatron]' (the versions verl-lambda smoke runs on a CPU) or your cluster's "
+        "megatron-core"
+    )
+    if not dry_run:
+        raise LaunchError(message)
+    shape.warnings.append(message)
+
+
 def check_local_files(cfg: DictConfig, shape: RunShape, dry_run: bool = False) -> None:
-    """The local model (its context holds prompt + response) and data files; with ``dry_run``, a
-    missing file is a warning (in ``shape.warnings``) instead of an error."""
+    """The local model (its context holds prompt + response), the data files and the Megatron engine's
+    package; with ``dry_run``, a missing one is a warning (in ``shape.warnings``) instead of an error."""
     r = _Reader(cfg)
     _check_model(r, dry_run, shape)
     _check_data_files(r, dry_run, shape)
+    _check_engine_installed(shape, dry_run)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from verl_lambda.launch.grpo_lambda import GRPOLambdaRun
 from verl_lambda.launch.preflight import RunShape
-from verl_lambda.verl.keys import ESTIMATOR_NAME, LOSS_CONFIG_PATH, REGISTRATION_KEY, config_key
+from verl_lambda.verl.keys import ESTIMATOR_NAME, LOSS_CONFIG_PATH, MODULES_ENV, REGISTRATION_KEY, config_key
 
 __all__ = ["summary_lines"]
 
@@ -53,7 +54,10 @@ def _trained_weights(cfg: DictConfig) -> str:
 def summary_lines(cfg: DictConfig, shape: RunShape, run: GRPOLambdaRun | None, warnings: list[str]) -> list[str]:
     """The resolved GRPO-λ settings and the effective batch / length numbers, one item a line."""
     lines = ["GRPO-λ settings", *_grpo_lambda_lines(cfg, run)]
-    lines.append(_row("plugin in Ray workers", f"VERL_USE_EXTERNAL_MODULES={_get(cfg, REGISTRATION_KEY)}"))
+    modules = _get(cfg, REGISTRATION_KEY)
+    if modules is None and MODULES_ENV in os.environ:  # a Ray job: its runtime env carries them
+        modules = f"{os.environ[MODULES_ENV]} (from the Ray job's runtime env)"
+    lines.append(_row("plugin in Ray workers", f"{MODULES_ENV}={modules}"))
     n_gpus = shape.gpus
     if shape.strategy == "megatron":
         tp, pp, cp = shape.megatron_tp, shape.megatron_pp, shape.sequence_split

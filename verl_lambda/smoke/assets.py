@@ -40,24 +40,31 @@ class Assets:
     val_file: Path
 
 
-def _vocabulary() -> dict[str, int]:
+def _vocabulary(multiple: int = 1) -> dict[str, int]:
     characters = [c for c in string.printable if c not in "\x0b\x0c\r"]  # digits, letters, punctuation, space, \t, \n
-    return {token: i for i, token in enumerate(SPECIAL_TOKENS + characters)}
+    tokens = SPECIAL_TOKENS + characters
+    tokens += [f"<extra_{i}>" for i in range(-len(tokens) % multiple)]  # tensor parallelism splits the vocabulary
+    return {token: i for i, token in enumerate(tokens)}
 
 
-def build_model(out: Path, seed: int = 0) -> Path:
-    """Write a random tiny Llama and its character tokenizer to ``out``; returns ``out``."""
+def build_model(out: Path, seed: int = 0, vocab_multiple: int = 1) -> Path:
+    """Write a random tiny Llama and its character tokenizer to ``out``; returns ``out``.
+
+    ``vocab_multiple`` pads the vocabulary with unused ``<extra_i>`` tokens to a multiple of it
+    (Megatron splits the embedding and output layer across tensor-parallel ranks, and mbridge
+    does not pad the vocabulary itself).
+    """
     import torch
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    vocab = _vocabulary()
+    vocab = _vocabulary(vocab_multiple)
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one token per character
     backend.decoder = decoders.Fuse()
-    backend.add_special_tokens(SPECIAL_TOKENS)
+    backend.add_special_tokens(SPECIAL_TOKENS + [t for t in vocab if t.startswith("<extra_")])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token="<pad>",
@@ -126,9 +133,9 @@ def build_dataset(out: Path, n_train: int = 16, n_val: int = 4, seed: int = 0) -
     return train, val
 
 
-def build_assets(root: Path) -> Assets:
+def build_assets(root: Path, vocab_multiple: int = 1) -> Assets:
     """Build the model in ``root/model`` and the dataset in ``root/data``."""
     root = Path(root)
-    model = build_model(root / "model")
+    model = build_model(root / "model", vocab_multiple=vocab_multiple)
     train, val = build_dataset(root / "data")
     return Assets(model=model, train_file=train, val_file=val)

@@ -1,10 +1,14 @@
 """Running a verl training command on the CPU harness: overrides, environment, process handling.
 
 * :func:`harness_overrides` — the Hydra overrides appended *after* a user's own arguments (so they
-  win): the tiny model and data, tiny sizes, the ``hf`` rollout, FSDP2 + SDPA, fake Ray GPUs on a
-  new local Ray cluster in its own temp dir, console logging, no checkpoints, no validation.
-* :func:`harness_env` — ``VERL_PLATFORM=cpu``, ``VERL_ENGINE_DEVICE=cuda`` and
-  ``VERL_USE_EXTERNAL_MODULES`` = :data:`HARNESS_MODULES` + the caller's modules.
+  win): the tiny model and data, tiny sizes, the ``hf`` rollout, FSDP2 + SDPA (or, for a Megatron
+  command, :func:`megatron_overrides`), fake Ray GPUs on a new local Ray cluster in its own temp dir,
+  this interpreter for Ray's workers, console logging, no checkpoints, no validation;
+  :func:`cluster_overrides` turns them into those of a job on a running cluster.
+* :func:`harness_env` — ``VERL_PLATFORM=cpu``, ``VERL_ENGINE_DEVICE=cuda``, the harness marker
+  (:data:`~verl_lambda.smoke.worker.HARNESS_ENV`), ``VERL_USE_UV=0`` (the switch verl's example
+  scripts read: this Python, not a ``uv run`` launcher) and ``VERL_USE_EXTERNAL_MODULES`` =
+  :data:`HARNESS_MODULES` + the caller's modules.
 * :func:`run_logged` — runs a command in its own process group with a bounded wall time, writes
   its output to a log, and always ends every process of the run: the group, and any process whose
   command line names the run's private Ray temp dir (raylet, GCS, Ray workers).
@@ -30,14 +34,20 @@ from verl_lambda.smoke import require_supported_verl
 
 require_supported_verl(__name__)
 
+from verl_lambda.smoke.worker import HARNESS_ENV, REFUSAL_ENV, ROLLOUT_NAME  # noqa: E402
+from verl_lambda.verl.keys import MODULES_ENV, REGISTRATION_KEY  # noqa: E402
+
 __all__ = [
     "HARNESS_MODULES",
-    "MODULES_ENV",
-    "REGISTRATION_KEY",
+    "MEGATRON_VOCAB_MULTIPLE",
+    "MEGATRON_REPLACED",
+    "UV_SWITCH",
     "HarnessError",
     "HarnessSizes",
     "RunResult",
     "harness_overrides",
+    "megatron_overrides",
+    "cluster_overrides",
     "harness_env",
     "merge_registration_args",
     "refuse_foreign_ray",
@@ -48,10 +58,14 @@ __all__ = [
 ]
 
 #: Modules every process of a harness run imports (through ``VERL_USE_EXTERNAL_MODULES``).
-HARNESS_MODULES = ("verl_lambda.smoke.platform", "verl_lambda.smoke.rollout")
-MODULES_ENV = "VERL_USE_EXTERNAL_MODULES"
-REGISTRATION_KEY = "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"
+HARNESS_MODULES = ("verl_lambda.smoke.worker",)
+#: Megatron splits the vocabulary over tensor-parallel ranks (and mbridge does not pad it): the tiny
+#: model's is padded to a multiple of this
+MEGATRON_VOCAB_MULTIPLE = 64
+#: the switch verl's example scripts read to launch with ``uv run`` (their default) or plain python
+UV_SWITCH = "VERL_USE_UV"
 _REGISTRATION_ARG = re.compile(r"^\+{0,2}" + re.escape(REGISTRATION_KEY) + r"=(.*)$")
+_PRIVATE_CLUSTER = "++ray_kwargs.ray_init."
 
 
 class HarnessError(RuntimeError):
@@ -63,7 +77,7 @@ class HarnessSizes:
     """What replaces a user's sizes: steps, fake GPUs, prompts and responses per step, PPO batches, lengths, lr."""
 
     steps: int = 2
-    ranks: int = 1  # fake GPUs = data-parallel (× sequence-parallel) actor ranks
+    ranks: int = 1  # fake GPUs = actor ranks (data x sequence / tensor x pipeline parallel)
     train_batch_size: int = 4  # prompts per step
     rollout_n: int = 2  # responses per prompt (one GRPO group)
     ppo_mini_batch_size: int = 2  # prompts per optimizer update: 2 updates per step, the second off-policy
@@ -83,10 +97,15 @@ def harness_overrides(
     ray_temp_dir: Path,
     work_dir: Path,
     sizes: HarnessSizes = HarnessSizes(),
+    engine: str = "fsdp",
 ) -> list[str]:
-    """Overrides that make any verl 0.9.1 FSDP command train the tiny model on this CPU for ``sizes.steps`` steps."""
+    """Overrides that make a verl 0.9.1 command train the tiny model on this CPU for ``sizes.steps`` steps.
+
+    ``engine="megatron"``: the command's TP and PP sizes are kept (``sizes.ranks`` must hold them)
+    and :func:`megatron_overrides` follow instead of FSDP2.
+    """
     s = sizes
-    return [
+    overrides = [
         f"actor_rollout_ref.model.path={model}",
         "++actor_rollout_ref.model.override_config.attn_implementation=sdpa",
         f"data.train_files={train_file}",
@@ -95,14 +114,14 @@ def harness_overrides(
         f"data.max_prompt_length={s.max_prompt_length}",
         f"data.max_response_length={s.max_response_length}",
         "data.dataloader_num_workers=0",
-        "actor_rollout_ref.actor.strategy=fsdp2",
+        *(["actor_rollout_ref.actor.strategy=fsdp2"] if engine == "fsdp" else []),
         "actor_rollout_ref.actor.use_torch_compile=False",
         f"actor_rollout_ref.actor.optim.lr={s.lr}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={s.ppo_mini_batch_size}",
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={s.ppo_micro_batch_size_per_gpu}",
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={s.log_prob_micro_batch_size_per_gpu}",
         f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={s.log_prob_micro_batch_size_per_gpu}",
-        "actor_rollout_ref.rollout.name=hf",
+        f"actor_rollout_ref.rollout.name={ROLLOUT_NAME}",
         f"actor_rollout_ref.rollout.n={s.rollout_n}",
         "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
         "actor_rollout_ref.rollout.agent.num_workers=1",
@@ -119,24 +138,97 @@ def harness_overrides(
         "trainer.device=cpu",
         f"trainer.total_training_steps={s.steps}",
         f"trainer.default_local_dir={work_dir / 'checkpoints'}",
-        "++ray_kwargs.ray_init.address=local",
-        "++ray_kwargs.ray_init.num_cpus=32",
-        f"++ray_kwargs.ray_init.num_gpus={s.ranks}",
-        "++ray_kwargs.ray_init.include_dashboard=False",
-        f"++ray_kwargs.ray_init._temp_dir={ray_temp_dir}",
+        # Ray's workers run this interpreter, whatever launcher (uv run, ...) the command set for them
+        f"++ray_kwargs.ray_init.runtime_env.py_executable={sys.executable}",
+        f"{_PRIVATE_CLUSTER}address=local",
+        f"{_PRIVATE_CLUSTER}num_cpus=32",
+        f"{_PRIVATE_CLUSTER}num_gpus={s.ranks}",
+        f"{_PRIVATE_CLUSTER}include_dashboard=False",
+        f"{_PRIVATE_CLUSTER}_temp_dir={ray_temp_dir}",
     ]
+    if engine == "megatron":
+        overrides += megatron_overrides(sizes)
+    return overrides
+
+
+def megatron_overrides(sizes: HarnessSizes = HarnessSizes()) -> list[str]:
+    """What a Megatron command (``--config-name=ppo_megatron_trainer`` or ``model_engine=megatron``)
+    needs on top of :func:`harness_overrides` on this CPU, next to :mod:`verl_lambda.smoke.megatron_cpu`:
+
+    * ``vanilla_mbridge=True``: verl 0.9.1's default bridge, Megatron-Bridge, exists for Python 3.11
+      only as 0.3.x, which imports TransformerEngine and pins transformers<5; mbridge 0.15.1 (pure
+      Python) builds the same GPTModel from the HF config;
+    * context parallelism 1: CP > 1 needs TransformerEngine's attention (CUDA only);
+    * no fused kernels (each needs CUDA: apex, TransformerEngine or megatron-core's CUDA extensions)
+      and ``attention_backend=local``;
+    * token budgets of two (training) and three (log-probs) tiny sequences, so that dynamic batches
+      give Megatron's pipeline schedule several micro-batches (the recipes' budgets are sized for
+      their 5k-token sequences and would put a whole step in one).
+
+    :data:`MEGATRON_REPLACED` says each in one line.
+    """
+    tf = "++actor_rollout_ref.actor.megatron.override_transformer_config"
+    sequence = sizes.max_prompt_length + sizes.max_response_length
+    return [
+        f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={2 * sequence}",
+        f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={3 * sequence}",
+        f"actor_rollout_ref.ref.log_prob_max_token_len_per_gpu={3 * sequence}",
+        "actor_rollout_ref.actor.megatron.vanilla_mbridge=True",
+        "actor_rollout_ref.ref.megatron.vanilla_mbridge=True",
+        "actor_rollout_ref.actor.megatron.context_parallel_size=1",
+        "actor_rollout_ref.ref.megatron.context_parallel_size=1",
+        "actor_rollout_ref.model.use_fused_kernels=False",
+        f"{tf}.masked_softmax_fusion=False",
+        f"{tf}.bias_activation_fusion=False",
+        f"{tf}.bias_dropout_fusion=False",
+        f"{tf}.apply_rope_fusion=False",
+        f"{tf}.gradient_accumulation_fusion=False",
+        f"{tf}.persist_layer_norm=False",
+        f"{tf}.attention_backend=local",
+    ]
+
+
+#: What a Megatron harness run replaces, one line each (printed by ``verl-lambda smoke``).
+MEGATRON_REPLACED = (
+    "Megatron-Bridge -> mbridge 0.15.1 (vanilla_mbridge=True): Megatron-Bridge for Python 3.11 imports "
+    "TransformerEngine",
+    "context_parallel_size -> 1: context parallelism needs TransformerEngine's attention (CUDA only)",
+    "TransformerEngine layer spec -> megatron-core's local spec, with per-sequence causal attention for packed (THD) "
+    "sequences",
+    "fused kernels -> off (masked softmax, bias-activation, bias-dropout, RoPE, gradient-accumulation fusion, "
+    "persistent layer norm, fused log-prob kernels); attention_backend=local",
+    "CUDA calls in megatron-core (device, RNG, synchronize, cuda tensors) -> their CPU meanings "
+    "(verl_lambda.smoke.megatron_cpu)",
+)
+
+
+def cluster_overrides(overrides: Sequence[str], nnodes: int, gpus_per_node: int) -> list[str]:
+    """``overrides`` (from :func:`harness_overrides`) for a job submitted to a running Ray cluster.
+
+    The ``ray_kwargs.ray_init`` entries that start a private local cluster go (the job's driver joins
+    the cluster it was submitted to), and the run spans ``nnodes`` x ``gpus_per_node`` fake GPUs.
+    """
+    out = [o for o in overrides if not o.startswith(_PRIVATE_CLUSTER) or "runtime_env" in o]
+    out = [o for o in out if not o.startswith(("trainer.nnodes=", "trainer.n_gpus_per_node="))]
+    return out + [f"trainer.nnodes={nnodes}", f"trainer.n_gpus_per_node={gpus_per_node}"]
 
 
 def _modules(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
-def harness_env(base: Mapping[str, str] | None = None, extra_modules: Sequence[str] = ()) -> dict[str, str]:
+def harness_env(
+    base: Mapping[str, str] | None = None,
+    extra_modules: Sequence[str] = (),
+    engine: str = "fsdp",
+    refusal_file: Path | None = None,
+) -> dict[str, str]:
     """``base`` (default ``os.environ``) plus what a harness run needs.
 
     ``VERL_USE_EXTERNAL_MODULES`` becomes :data:`HARNESS_MODULES`, then the modules ``base`` already
     listed, then ``extra_modules`` (each once). This interpreter's folder goes first on ``PATH`` so a
-    script's ``python3`` is this environment's.
+    script's ``python3`` is this environment's. ``refusal_file``: where a plain verl command's
+    driver writes the launcher's refusal (:data:`~verl_lambda.smoke.worker.REFUSAL_ENV`).
     """
     env = dict(os.environ if base is None else base)
     modules = [*HARNESS_MODULES, *_modules(env.get(MODULES_ENV)), *extra_modules]
@@ -144,8 +236,10 @@ def harness_env(base: Mapping[str, str] | None = None, extra_modules: Sequence[s
     env.pop("VERL_LAMBDA_DRY_RUN", None)
     env.update(
         {
+            HARNESS_ENV: engine,
             "VERL_PLATFORM": "cpu",
             "VERL_ENGINE_DEVICE": "cuda",
+            UV_SWITCH: "0",
             "TOKENIZERS_PARALLELISM": "false",
             "RAY_DEDUP_LOGS": "0",
             "HYDRA_FULL_ERROR": "1",
@@ -154,6 +248,8 @@ def harness_env(base: Mapping[str, str] | None = None, extra_modules: Sequence[s
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         }
     )
+    if refusal_file is not None:
+        env[REFUSAL_ENV] = str(refusal_file)
     return env
 
 

@@ -1,8 +1,8 @@
-"""A ``cpu`` platform for verl 0.9.1, registered in verl's platform registry on import.
+"""A ``cpu`` platform for verl 0.9.1: :func:`install` registers it in verl's platform registry.
 
-verl 0.9.1 falls back to its ``nvidia`` platform when it finds no accelerator. Importing this
-module in every process (``VERL_USE_EXTERNAL_MODULES=verl_lambda.smoke.platform``) and setting
-``VERL_PLATFORM=cpu`` makes verl run on the CPU instead:
+verl 0.9.1 falls back to its ``nvidia`` platform when it finds no accelerator. :func:`install` in
+every process of a harness run (:mod:`verl_lambda.smoke.worker` calls it) and ``VERL_PLATFORM=cpu``
+make verl run on the CPU instead; importing this module changes nothing:
 
 * :class:`CPUPlatform` — device ``cpu``, communication backend ``gloo``, Ray resource ``CPU``; it is
   never auto-detected, only chosen by ``VERL_PLATFORM=cpu``;
@@ -19,6 +19,7 @@ cuda/npu only; the variable picks the class and nothing else), ``actor.strategy=
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,9 +33,12 @@ import torch  # noqa: E402
 from verl.plugin.platform.platform_base import PlatformBase  # noqa: E402
 from verl.plugin.platform.platform_manager import PlatformRegistry  # noqa: E402
 
-__all__ = ["PLATFORM_NAME", "CPUPlatform", "CPU_DEVICE_MODULE"]
+__all__ = ["PLATFORM_NAME", "RAY_RESOURCE_ENV", "CPUPlatform", "CPU_DEVICE_MODULE", "install"]
 
 PLATFORM_NAME = "cpu"
+#: the Ray resource a worker bundle asks for: "CPU" unless set; "GPU" (the fake ones) in a
+#: multi-node run, so that each node's placement group takes that node's fake GPUs
+RAY_RESOURCE_ENV = "VERL_LAMBDA_CPU_RAY_RESOURCE"
 
 
 def _no_op(*args: Any, **kwargs: Any) -> None:
@@ -92,7 +96,6 @@ class _CPUDeviceModule(types.ModuleType):
 CPU_DEVICE_MODULE = _CPUDeviceModule()
 
 
-@PlatformRegistry.register(platform=PLATFORM_NAME)
 class CPUPlatform(PlatformBase):
     """verl's platform interface on a CPU: one "device", gloo collectives, Ray CPU resources."""
 
@@ -148,7 +151,9 @@ class CPUPlatform(PlatformBase):
         return "CUDA_VISIBLE_DEVICES"
 
     def ray_resource_name(self) -> str:
-        return "CPU"  # worker bundles ask Ray for CPUs, not for the (fake) GPUs
+        # worker bundles ask Ray for CPUs, not for the (fake) GPUs, unless a multi-node run says GPU
+        # (CPU bundles of both nodes' placement groups could all land on the first node)
+        return os.environ.get(RAY_RESOURCE_ENV, "CPU")
 
     def ray_resource_options(self, num_gpus: float) -> dict[str, Any]:
         return {}
@@ -209,5 +214,9 @@ def _identity_pin_memory() -> None:
     torch.Tensor.pin_memory = pin_memory
 
 
-_plain_gloo_process_group()
-_identity_pin_memory()
+def install() -> None:
+    """Register the platform and make verl's process groups and pinned memory work on a CPU (idempotent)."""
+    if PlatformRegistry.get(PLATFORM_NAME) is not CPUPlatform:
+        PlatformRegistry.register(platform=PLATFORM_NAME)(CPUPlatform)
+    _plain_gloo_process_group()
+    _identity_pin_memory()

@@ -1,8 +1,9 @@
 """An ``hf`` rollout for verl 0.9.1 that generates with transformers on the CPU.
 
-verl 0.9.1 ships only server rollouts (vLLM, SGLang, TRT-LLM). Importing this module
-(``VERL_USE_EXTERNAL_MODULES=...,verl_lambda.smoke.rollout``) registers the rollout name ``hf``
-(``actor_rollout_ref.rollout.name=hf``), made of three parts:
+verl 0.9.1 ships only server rollouts (vLLM, SGLang, TRT-LLM). :mod:`verl_lambda.smoke.worker`
+registers the rollout name ``hf`` (``actor_rollout_ref.rollout.name=hf``) in every process of a
+harness run, by module path (Ray workers import this module themselves to unpickle its classes;
+importing it changes nothing). It is made of three parts:
 
 * :class:`HFServer` — a Ray actor that answers verl's token-in/token-out ``generate`` calls with a
   transformers causal LM (float32, KV-cache sampling loop, one request at a time) and returns
@@ -26,13 +27,10 @@ require_supported_verl(__name__)
 
 import ray  # noqa: E402
 import torch  # noqa: E402
-from verl.workers.rollout import base as rollout_base  # noqa: E402
 from verl.workers.rollout.base import BaseRollout  # noqa: E402
-from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput  # noqa: E402
+from verl.workers.rollout.replica import RolloutReplica, TokenOutput  # noqa: E402
 
-__all__ = ["ROLLOUT_NAME", "HFServer", "HFReplica", "HFServerAdapter", "server_name"]
-
-ROLLOUT_NAME = "hf"
+__all__ = ["HFServer", "HFReplica", "HFServerAdapter", "server_name"]
 
 
 def server_name(replica_rank: int) -> str:
@@ -201,7 +199,3 @@ class HFServerAdapter(BaseRollout):
         if self.is_leader:
             server = ray.get_actor(server_name(self.replica_rank))
             await server.load_weights.remote(state, kwargs.get("global_steps"))
-
-
-RolloutReplicaRegistry.register(ROLLOUT_NAME, lambda: HFReplica)
-rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = f"{__name__}.HFServerAdapter"
