@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +13,7 @@ import pytest
 from verl_lambda.math import data as math_data
 from verl_lambda.math.data import EVAL_SETS, INSTRUCTION, PAPER_SETS, SOURCES, TRAIN_SETS, convert, load_rows
 
+REPO = Path(__file__).resolve().parents[1]
 RAW = Path(__file__).resolve().parent / "fixtures" / "math_raw"
 PROG = "python -m verl_lambda.math.data"
 
@@ -338,3 +342,183 @@ def test_orz_is_read_from_its_hub_file(monkeypatch, tmp_path, capsys):
     assert "from Tonic/OpenReasonerZero:orz_math_57k_collected.json" in capsys.readouterr().out
     assert math_data.main(["orz_57k", "--split", "test", "--out-dir", str(tmp_path)]) == 2
     assert "--split does not apply" in one_error_line(capsys)
+
+
+# ---------------------------------------------------------------------------------------------- robustness
+
+
+def write_jsonl(path: Path, records: list) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.mark.parametrize("line", [6, 151])
+def test_a_row_that_is_not_a_record_gives_one_line_wherever_it_is(tmp_path, capsys, line):
+    # only the first 100 rows used to be checked: a list at line 151 gave an AttributeError traceback
+    records = [{"problem": f"{i}+1?", "answer": str(i + 1)} for i in range(200)]
+    records[line - 1] = [1, 2]
+    path = tmp_path / "aime24.jsonl"
+    write_jsonl(path, records)
+    rc = math_data.main(["aime24", "--input", str(path), "--output", str(tmp_path / "out.parquet")])
+    err = one_error_line(capsys)
+    assert rc == 2
+    assert err == f"{PROG}: error: aime24: line {line} of {path} is a list, not a record (an object with named fields)"
+    assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_a_byte_order_mark_is_accepted(tmp_path, capsys, suffix):
+    """A Windows export starts with a UTF-8 byte order mark; it used to be refused ("Unexpected UTF-8 BOM")."""
+    records = [{"problem": "What is 2+2?", "answer": "4"}, {"problem": "What is 3+3?", "answer": "6"}]
+    if suffix == ".jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in records)
+    elif suffix == ".json":
+        text = json.dumps(records)
+    else:
+        text = "problem,answer\nWhat is 2+2?,4\nWhat is 3+3?,6\n"
+    path = tmp_path / f"amc23{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    out = tmp_path / "amc23.parquet"
+    assert math_data.main(["amc23", "--input", str(path), "--output", str(out)]) == 0, capsys.readouterr().err
+    assert [r["ground_truth"] for r in pd.read_parquet(out)["reward_model"]] == ["4", "6"]
+
+
+def existing_output(tmp_path: Path) -> tuple[Path, bytes]:
+    out = tmp_path / "aime24.parquet"
+    assert math_data.main(["aime24", "--input-dir", str(RAW), "--output", str(out)]) == 0
+    return out, out.read_bytes()
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path, capsys, monkeypatch):
+    out, good = existing_output(tmp_path)
+    capsys.readouterr()
+
+    def half_write(self, path, *args, **kwargs):  # writes part of a file, then the disk is full
+        Path(path).write_bytes(b"PAR1 half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_write)
+    rc = math_data.main(["aime24", "--input-dir", str(RAW), "--output", str(out)])
+    assert rc == 2
+    assert one_error_line(capsys) == f"{PROG}: error: aime24: cannot write {out}: No space left on device"
+    assert out.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aime24.parquet"]
+
+
+def run_command(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (Ctrl-C ends the whole process: never inside pytest's)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_ctrl_c_while_writing_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    out, good = existing_output(tmp_path)
+    result = run_command(
+        f"""
+        import os, signal, sys, time
+        from pathlib import Path
+        import pandas as pd
+        from verl_lambda.math import data
+
+        def half_write(self, path, *args, **kwargs):  # Ctrl-C half way through the file
+            Path(path).write_bytes(b"PAR1 half a file")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)
+
+        pd.DataFrame.to_parquet = half_write
+        sys.exit(data.main(["aime24", "--input-dir", {str(RAW)!r}, "--output", {str(out)!r}]))
+        """
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip() == f"{PROG}: interrupted"
+    assert out.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aime24.parquet"]
+
+
+def test_ctrl_c_ends_with_one_line_and_status_130(tmp_path):
+    result = run_command(
+        f"""
+        import os, signal, sys, time
+        from verl_lambda.math import data
+
+        def interrupted(*args, **kwargs):  # Ctrl-C while the set is read
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)
+
+        data.load_rows = interrupted
+        sys.exit(data.main(["aime24", "--input-dir", {str(RAW)!r}, "--out-dir", {str(tmp_path)!r}]))
+        """
+    )
+    assert result.returncode == 130
+    assert result.stderr.strip() == f"{PROG}: interrupted"
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_new_output_file_gets_the_usual_mode(tmp_path):
+    import os
+
+    out, _ = existing_output(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    out.chmod(0o640)
+    assert math_data.main(["aime24", "--input-dir", str(RAW), "--output", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+
+
+@pytest.mark.parametrize(
+    "answer, shown",
+    [
+        (True, "True (true/false, not an answer)"),  # used to become the ground truth 'True'
+        ({"value": 5}, "{'value': 5} (an object, not text)"),  # used to become "{'value': 5}"
+        (float("inf"), "inf (an infinite number)"),  # JSON's Infinity; used to become 'inf'
+        (["3", False], "False (true/false, not an answer)"),
+        (["3", None], "['3', None] (a list with an empty item)"),  # used to become the answer '3'
+        (
+            12345678901234567.0,
+            "1.2345678901234568e+16 (a whole number too large to be exact as a float: store it as text)",
+        ),
+    ],
+)
+def test_an_answer_that_is_not_text_is_refused(tmp_path, capsys, answer, shown):
+    records = [{"problem": "What is 1+1?", "answer": "2"}, {"problem": "What is x?", "answer": answer}]
+    path = tmp_path / "aime24.jsonl"
+    write_jsonl(path, records)
+    rc = math_data.main(["aime24", "--input", str(path), "--output", str(tmp_path / "out.parquet")])
+    err = one_error_line(capsys)
+    assert rc == 2
+    assert err == (
+        f"{PROG}: error: aime24: line 2 of {path}: the answer column 'answer' holds {shown}; fix or remove the row"
+    )
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_bytes_and_numbers_become_text_and_are_counted(tmp_path, capsys):
+    """Bytes used to become the ground truth "b'2'"; now they are decoded, and each conversion is counted."""
+    path = tmp_path / "amc23.parquet"
+    # a binary parquet column (pyarrow reads it back as bytes)
+    frame = pd.DataFrame({"problem": [b"What is 1+1?", b"What is 1+2?", b"What is 1+3?"], "answer": [b"2", b"3", b"4"]})
+    frame.to_parquet(path)
+    out = tmp_path / "out.parquet"
+    assert math_data.main(["amc23", "--input", str(path), "--output", str(out)]) == 0
+    written = pd.read_parquet(out)
+    assert [r["ground_truth"] for r in written["reward_model"]] == ["2", "3", "4"]
+    assert written["extra_info"].iloc[1]["question"] == "What is 1+2?"
+    assert capsys.readouterr().out == (
+        f"amc23: 3 rows from {path} -> {out} "
+        "(bytes decoded as UTF-8 (answer): 3; bytes decoded as UTF-8 (problem): 3)\n"
+    )
+    # integer cells (the hub copies of aime24 and amc23 have them) are written out, and counted
+    assert math_data.main(["aime24", "--input-dir", str(RAW), "--output", str(out)]) == 0
+    assert "(numbers written as text (answer): 1)" in capsys.readouterr().out
+
+
+def test_undecodable_bytes_are_refused(tmp_path, capsys):
+    path = tmp_path / "amc23.parquet"
+    pd.DataFrame({"problem": ["What is 1+1?"], "answer": [b"\xff\xfe"]}).to_parquet(path)
+    assert math_data.main(["amc23", "--input", str(path), "--output", str(tmp_path / "o.parquet")]) == 2
+    assert one_error_line(capsys) == (
+        f"{PROG}: error: amc23: row 1 of {path}: the answer column 'answer' holds b'\\xff\\xfe' "
+        "(bytes that are not UTF-8 text); fix or remove the row"
+    )

@@ -1,6 +1,8 @@
 """The evaluation table: verl's validation metrics (file logger) -> one markdown table."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,20 @@ def test_cli(tmp_path, capsys):
     assert table.read_text() in out
 
 
+PROG = "python -m verl_lambda.math.eval"
+NOTES = "# my notes\n\nimportant text\n"
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def run_eval(tmp_path, metrics, table) -> int:
+    return math_eval.main(["--metrics", str(metrics), "--label", "m", "--table", str(table)])
+
+
 @pytest.mark.parametrize(
     "records, message",
     [
@@ -69,12 +85,121 @@ def test_cli(tmp_path, capsys):
 def test_bad_metrics_files(tmp_path, capsys, records, message):
     path = tmp_path / "m.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    assert math_eval.main(["--metrics", str(path), "--label", "x", "--table", str(tmp_path / "t.md")]) == 1
-    assert message in capsys.readouterr().err
+    assert math_eval.main(["--metrics", str(path), "--label", "x", "--table", str(tmp_path / "t.md")]) == 2
+    err = one_error_line(capsys)
+    assert err.startswith(f"{PROG}: error: {path}: ") and message in err
 
 
-def test_refuses_to_overwrite_another_table(tmp_path):
-    table = tmp_path / "notes.md"
-    table.write_text("| a | b |\n| --- | --- |\n| 1 | 2 |\n")
-    with pytest.raises(ValueError, match="not a results table"):
-        update_table(str(table), "x", {"aime24": 0.1}, 1)
+GOOD_LINE = json.dumps({"step": 0, "data": {"val-core/aime24/reward/mean@4": 0.5}})
+KEY = "val-core/math500/reward/mean@4"
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("[1, 2]", "line 2: a JSON list, not an object (verl's file logger writes one object per line)"),
+        ('"text"', "line 2: a JSON string, not an object"),
+        ('{"step": 1, "data": [0.5]}', 'line 2: "data" is a JSON list, not an object'),
+        ('{"step": 1, "data": {"val-core/math500/reward/mean@4": 0.5', "line 2: not JSON"),
+        (json.dumps({"data": {KEY: None}}), f"line 2: {KEY} is null, not a fraction from 0 to 1"),
+        (json.dumps({"data": {KEY: {"mean": 0.5}}}), f"line 2: {KEY} is object, not a fraction from 0 to 1"),
+        (json.dumps({"data": {KEY: "0.5"}}), f"line 2: {KEY} is string, not a fraction from 0 to 1"),
+        (json.dumps({"data": {KEY: True}}), f"line 2: {KEY} is true/false, not a fraction from 0 to 1"),
+        (json.dumps({"data": {KEY: 1.7}}), f"line 2: {KEY} is 1.7, not a fraction from 0 to 1"),  # was 170 %
+        (json.dumps({"data": {KEY: -0.1}}), f"line 2: {KEY} is -0.1, not a fraction from 0 to 1"),
+        ('{"data": {"val-core/math500/reward/mean@4": NaN}}', f"line 2: {KEY} is nan, not a fraction from 0 to 1"),
+    ],
+)
+def test_a_bad_metrics_line_gives_one_line_naming_file_line_and_key(tmp_path, capsys, line, message):
+    path = tmp_path / "m.jsonl"
+    path.write_text(GOOD_LINE + "\n" + line + "\n")
+    assert run_eval(tmp_path, path, tmp_path / "t.md") == 2
+    assert one_error_line(capsys).startswith(f"{PROG}: error: {path}: {message}")
+    assert not (tmp_path / "t.md").exists()
+
+
+def test_a_missing_metrics_file_gives_one_line(tmp_path, capsys):
+    assert run_eval(tmp_path, tmp_path / "none.jsonl", tmp_path / "t.md") == 2
+    assert one_error_line(capsys) == f"{PROG}: error: {tmp_path / 'none.jsonl'}: No such file or directory"
+
+
+def test_the_other_lines_of_the_file_are_kept(tmp_path, capsys):
+    notes = tmp_path / "notes.md"
+    notes.write_text(NOTES)
+    assert run_eval(tmp_path, METRICS, notes) == 0  # used to leave only the table
+    text = notes.read_text()
+    table = math_eval.render_table([["m", "16", "12.5", "75.0", "37.5", "25.0", "55.0", "41.0"]])
+    assert text == NOTES + "\n" + table
+    # text around an existing table stays too, byte for byte, and the table is updated in place
+    before, after = "# Results\n\nintro text\n\n", "\n## Later\n\nmore text, no newline at the end"
+    notes.write_text(before + table + after)
+    update_table(str(notes), "n", {"aime24": 0.25}, 4)
+    assert (
+        notes.read_text()
+        == before
+        + math_eval.render_table(
+            [["m", "16", "12.5", "75.0", "37.5", "25.0", "55.0", "41.0"], ["n", "4", "25.0", "", "", "", "", ""]]
+        )
+        + after
+    )
+    assert list(read_table(str(notes))) == ["m", "n"]
+
+
+def test_another_table_is_kept_and_the_results_table_added_after_it(tmp_path):
+    notes = tmp_path / "notes.md"
+    other = "| a | b |\n| --- | --- |\n| 1 | 2 |\n"
+    notes.write_text(other)
+    update_table(str(notes), "x", {"aime24": 0.1}, 1)
+    assert notes.read_text() == other + "\n" + math_eval.render_table([["x", "1", "10.0", "", "", "", "", ""]])
+
+
+def test_a_table_in_a_code_block_is_not_the_results_table(tmp_path):
+    notes = tmp_path / "notes.md"
+    example = "```\n| " + " | ".join(HEADER) + " |\n| --- |\n| example | 1 | 2 |\n```\n"
+    notes.write_text(example)
+    update_table(str(notes), "x", {"aime24": 0.1}, 1)
+    assert notes.read_text().startswith(example + "\n| run |")
+    assert list(read_table(str(notes))) == ["x"]
+
+
+RESULTS = math_eval.render_table([["base", "16", "1.0", "2.0", "3.0", "4.0", "5.0", "3.0"]])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (RESULTS + "\ntext\n\n" + RESULTS, "has 2 results tables (line 1, line 7); keep one there"),
+        (
+            "notes\n\n| run | AIME24 | MATH500 |\n| --- | --- | --- |\n| a | 1 | 2 |\n",
+            "line 3: a results table with other columns (run | AIME24 | MATH500)",
+        ),
+        (RESULTS.replace("| 3.0 |\n", "|\n"), "line 3: a row of 7 cells, not 8"),
+        (RESULTS + "| base | 8 | | | | | | |\n", "line 4: the run 'base' is also on line 3"),
+        (RESULTS.replace("| --- |", "| text |", 1), "line 2: the results table has no | --- | line under its header"),
+    ],
+)
+def test_a_file_that_cannot_be_updated_safely_is_refused(tmp_path, capsys, content, message):
+    table = tmp_path / "results.md"
+    table.write_text(content)
+    assert run_eval(tmp_path, METRICS, table) == 2
+    err = one_error_line(capsys)
+    assert err.startswith(f"{PROG}: error: {table}") and message in err, err
+    assert table.read_text() == content
+
+
+def test_ctrl_c_ends_with_one_line_and_status_130(tmp_path):
+    code = f"""
+import os, signal, sys, time
+from verl_lambda.math import eval as math_eval
+
+def interrupted(path):  # Ctrl-C while the metrics are read
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(10)
+
+math_eval.read_scores = interrupted
+sys.exit(math_eval.main(["--metrics", {str(METRICS)!r}, "--label", "m", "--table", {str(tmp_path / "t.md")!r}]))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130
+    assert result.stderr.strip() == f"{PROG}: interrupted"
+    assert not (tmp_path / "t.md").exists()

@@ -4,16 +4,19 @@ the checker pool under concurrency and timeouts."""
 import logging
 import math
 import os
+import signal
 import threading
 import time
 import unicodedata
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
 from verl_lambda.math import reward as math_reward
 from verl_lambda.math.reward import compute_score, final_answer_text, last_boxed
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 needs_math_verify = pytest.mark.skipif(not math_reward.have_math_verify(), reason="math-verify is not installed")
 
 # Answers math-verify cannot settle quickly: comparing them to "5" runs until the deadline.
@@ -227,6 +230,195 @@ def test_simple_fallback(response, truth, expected):
     assert score("math", response, truth, backend="simple") == expected
 
 
+# (answer, ground truth) pairs that differ, each by a little: all must score 0, with math-verify and without.
+# Each one's difference is written next to it; none may be called equal by the string pre-filter.
+NEAR_MISSES = [
+    ("1000001", "1000000"),  # off by one in the last digit
+    ("1000000", "1000001"),
+    ("999999", "1000000"),
+    ("0", "0.000001"),  # tiny decimals: 1e-6 apart
+    ("0.000001", "0"),
+    ("0", r"\frac{1}{1000000}"),
+    ("1.0000001", "1"),
+    ("1000000.5", "1000000"),
+    (r"\frac{1}{1000001}", r"\frac{1}{1000000}"),
+    ("12345678901234567", "12345678901234568"),  # the same float64, different integers
+    ("9007199254740993", "9007199254740992"),  # 2**53 + 1 and 2**53
+    ("99999999999999999999", "100000000000000000000"),
+    (r"5\text{ or }6", "56"),  # text joined to digits: two answers, not 56
+    (r"5\text{ and }6", "56"),
+    (r"1\text{ }2", "12"),  # a blank \text is a space, and 1 2 is not 12
+    ("5 6", "56"),
+    (r"5\,6", "56"),
+    ("1,000", "1"),
+    ("0,5", "5"),
+    (r"1\,000", "0"),  # one thousand (math-verify alone reads 1\,000 as 1*0)
+    ("1 000", "0"),
+    (r"3\text{ million}", "3"),  # three million (math-verify alone drops the word as a unit)
+    (r"2\text{ thousand}", "2"),
+    (r"5\mathrm{i}", "5"),  # 5i, the imaginary number (math-verify alone drops \mathrm{i} as a unit)
+    (r"3+4\mathrm{i}", "7"),
+    (r"10\%", "10"),  # a percentage is neither the bare number nor its fraction (see the module docstring)
+    (r"10\%", "0.1"),
+    (r"\leftarrow", r"\rightarrow"),  # \left and \right go only as delimiter sizes
+]
+
+# (answer, ground truth) pairs that are equal and that the pre-filter alone (backend="simple") must see.
+SIMPLE_EQUALITIES = [
+    (r"\frac{1}{2}", "0.5"),
+    ("0.5", r"\frac{1}{2}"),
+    ("0.50", r"\frac12"),
+    (r"\dfrac{3}{4}", "3/4"),
+    (r"\tfrac34", "0.75"),
+    ("-0.75", r"-\frac{3}{4}"),
+    ("0.125", r"\frac{1}{8}"),
+    ("1,000", "1000"),
+    ("1000", "1,000"),
+    ("1,234,567", "1234567"),
+    ("1{,}000", "1000"),
+    (r"1\,000", "1000"),  # digits grouped by threes with a thin space
+    ("1 000 000", "1000000"),
+    ("12345678901234567", "12345678901234567"),
+    ("12345678901234567.0", "12345678901234567"),
+    ("2.50", "2.5"),
+    ("5.", "5"),  # a sentence's full stop
+    ("+5", "5"),
+    ("\u22123", "-3"),  # Unicode minus sign
+    (r"5\text{ cm}", "5"),
+    ("5", r"5\text{ cm}"),
+    (r"90^\circ", "90"),
+    (r"10\%", "10%"),
+    (r"5\mathrm{i}", "5i"),
+    (r"3+4\mathrm{i}", "3+4i"),
+    (r"2\mathrm{e}", "2e"),
+    (r"\text{(A)}", "(A)"),
+    (r"\left(1,2\right)", "(1, 2)"),
+]
+# equal, but only math-verify sees it
+MATH_VERIFY_EQUALITIES = [
+    (r"3\text{ million}", "3000000"),
+    (r"3\text{ million}", r"3\times 10^6"),
+    (r"2.5\text{ billion dollars}", "2500000000"),
+    ("x=5", "5"),
+]
+
+
+@pytest.mark.parametrize("answer, truth", NEAR_MISSES)
+def test_near_misses_score_zero_without_math_verify(answer, truth):
+    assert compute_score("math", rf"\boxed{{{answer}}}", truth, backend="simple")["score"] == 0.0
+
+
+@needs_math_verify
+@pytest.mark.parametrize("answer, truth", NEAR_MISSES)
+def test_near_misses_score_zero(answer, truth):
+    assert compute_score("math", rf"\boxed{{{answer}}}", truth)["score"] == 0.0
+
+
+@pytest.mark.parametrize("answer, truth", SIMPLE_EQUALITIES)
+def test_equal_answers_score_one_without_math_verify(answer, truth):
+    assert compute_score("math", rf"\boxed{{{answer}}}", truth, backend="simple")["score"] == 1.0
+
+
+@needs_math_verify
+@pytest.mark.parametrize("answer, truth", SIMPLE_EQUALITIES + MATH_VERIFY_EQUALITIES)
+def test_equal_answers_score_one(answer, truth):
+    assert compute_score("math", rf"\boxed{{{answer}}}", truth)["score"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "truth, answer",
+    [
+        (r"5\text{ cm}", r"5\text{ m}"),  # two different units
+        ("0.333", r"\frac{1}{3}"),  # decimals are exact: 0.333 is not a third
+        (r"\frac{1}{3}", "0.3333333"),
+        ("x^2+2x+1", "(x+1)^2"),  # not a string or number question
+        ("5", "5" * 2000),  # longer than the pre-filter reads
+    ],
+)
+def test_the_prefilter_defers_what_it_is_not_sure_of(truth, answer):
+    """It says "equal" only when certain; else math-verify (under its deadline) decides."""
+    assert math_reward._simple_match(truth, answer) is False
+
+
+def test_a_huge_mixed_number_does_not_raise():
+    # int() refuses more than 4300 digits: the whole part of 5,000 digits + ½ used to raise ValueError
+    response = r"\boxed{" + "7" * 5000 + "½}"
+    for backend in ("simple", "auto") if math_reward.have_math_verify() else ("simple",):
+        result = compute_score("math", response, "5", backend=backend)
+        assert result["score"] == 0.0, backend
+    assert math_reward.unicode_fractions_to_latex("1" * 40 + "½") == "{" + "1" * 40 + r"+\frac{1}{2}}"
+
+
+def test_an_error_while_checking_scores_zero_and_is_counted(monkeypatch, caplog):
+    """Nothing the model writes may make the reward raise: a failing check scores 0, flagged and counted."""
+
+    def overflow(text):
+        return str(int("1" * 5000))  # the ValueError the Unicode fraction reading used to raise
+
+    monkeypatch.setattr(math_reward, "unicode_fractions_to_latex", overflow)
+    before = math_reward.not_scored_count()
+    with caplog.at_level(logging.WARNING, logger="verl_lambda.math.reward"):
+        result = compute_score("math", r"\boxed{5}", "5", backend="simple")
+    assert result == {"score": 0.0, "acc": 0.0, "timed_out": 0.0, "not_scored": 1.0}
+    assert math_reward.not_scored_count() == before + 1
+    assert any("ValueError" in r.getMessage() and "not scored" in r.getMessage() for r in caplog.records)
+
+
+def adversarial_prefilter_inputs(length: int) -> list[str]:
+    """Answers of about ``length`` characters that made the old pre-filter's regexes backtrack."""
+    n = length - 20
+    return [
+        r"\text{" + " " * n + "a\nb}",  # cubic in the old \text{\s*(.*?)\s*} unwrapping
+        r"\text{" + " " * n + "a",
+        r"\mathrm{" + " " * n + "x",
+        "1" + " " * n + "x",
+        r"\text{" + " " * (n // 2) + "}" + " " * (n // 2) + r"\text{ cm",
+        "1" + r"\,000" * (n // 5) + "0",
+        r"\frac" + "1" * n + "x",
+        "$" * n,
+    ]
+
+
+def test_the_prefilter_is_fast_up_to_its_length_cap():
+    start = time.perf_counter()
+    assert math_reward._PREFILTER_MAX_CHARS >= 1000  # answers up to 1,000 characters are pre-filtered
+    for answer in adversarial_prefilter_inputs(1000):
+        math_reward._simple_match("5", answer)
+        math_reward._simple_match(answer, answer + "1")
+    assert time.perf_counter() - start < 1.0  # about a millisecond; the old regexes took seconds
+
+
+def test_a_long_answer_does_not_stall_other_threads():
+    """The pre-filter runs in the caller's thread, outside any deadline, holding the GIL: with a
+    64,000-space \\text{} it used to stall every other thread of the process for seconds."""
+    # 1,500 characters: the old regexes took seconds on these (the time grew with the cube of the length)
+    answers = adversarial_prefilter_inputs(1500) + [r"\text{" + " " * 64_000 + "}", r"\text{x" + " " * 64_000 + "y}"]
+    answers.append("½" * 1_000_000)  # a megabyte to rewrite: not in the caller's thread
+    gaps: list[float] = []
+    stop = threading.Event()
+
+    def ticker():
+        last = time.perf_counter()
+        while not stop.is_set():
+            time.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    try:
+        start = time.perf_counter()
+        for answer in answers:
+            assert score("math", r"\boxed{" + answer + "}", "5", backend="simple") == 0.0
+        elapsed = time.perf_counter() - start
+    finally:
+        stop.set()
+        thread.join()
+    assert max(gaps) < 1.0  # a 10 ms ticker; before the fix it stalled for seconds
+    assert elapsed < 3.0
+
+
 @pytest.mark.parametrize("char", list("¼½¾⅐⅑⅒⅓⅔⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞"))
 def test_every_unicode_fraction_reads_as_its_value(char):
     latex = math_reward.unicode_fractions_to_latex(char)
@@ -300,9 +492,11 @@ def test_a_missing_ground_truth_is_refused_without_extra_info():
 # ---------------------------------------------------------------------------------------------- verl's conventions
 
 
-def test_result_is_a_dict_with_score_acc_and_timeout_flag():
-    assert compute_score("gsm8k", r"\boxed{4}", "4", backend="simple") == {"score": 1.0, "acc": 1.0, "timed_out": 0.0}
-    assert compute_score("gsm8k", "no box", "4", backend="simple") == {"score": 0.0, "acc": 0.0, "timed_out": 0.0}
+def test_result_is_a_dict_with_score_acc_and_flags():
+    right = {"score": 1.0, "acc": 1.0, "timed_out": 0.0, "not_scored": 0.0}
+    wrong = {"score": 0.0, "acc": 0.0, "timed_out": 0.0, "not_scored": 0.0}
+    assert compute_score("gsm8k", r"\boxed{4}", "4", backend="simple") == right
+    assert compute_score("gsm8k", "no box", "4", backend="simple") == wrong
 
 
 def test_result_keys_become_verl_validation_metrics():
@@ -314,6 +508,7 @@ def test_result_keys_become_verl_validation_metrics():
     metrics = process_validation_metrics(["aime24", "aime24"], ["uid0", "uid0"], infos)
     assert metrics["aime24"]["acc"]["mean@2"] == 0.5
     assert metrics["aime24"]["timed_out"]["mean@2"] == 0.0
+    assert metrics["aime24"]["not_scored"]["mean@2"] == 0.0
 
 
 @needs_math_verify
@@ -406,8 +601,8 @@ def test_a_queued_callers_timeout_starts_when_its_check_starts(fresh_pool):
     results["queued"] = compute_score("math", r"\boxed{(x+1)^2}", "x^2+2x+1", timeout=1)
     waited = time.perf_counter() - start
     thread.join(timeout=30)
-    assert results["slow"] == {"score": 0.0, "acc": 0.0, "timed_out": 1.0}
-    assert results["queued"] == {"score": 1.0, "acc": 1.0, "timed_out": 0.0}
+    assert results["slow"] == {"score": 0.0, "acc": 0.0, "timed_out": 1.0, "not_scored": 1.0}
+    assert results["queued"] == {"score": 1.0, "acc": 1.0, "timed_out": 0.0, "not_scored": 0.0}
     assert waited > 1.0  # it did wait for the worker, longer than its own timeout
     assert pool.size == 1
 
@@ -440,6 +635,56 @@ def test_a_worker_that_honours_its_deadline_is_kept():
         assert pool.run(os.getpid, (), 10) == ("ok", first_pid)
     finally:
         pool.shutdown()
+
+
+@needs_math_verify
+def test_a_worker_killed_mid_answer_is_replaced_and_the_answer_checked_again(fresh_pool, caplog):
+    """A worker killed (SIGKILL) while it holds an answer: the answer is checked once more on a new
+    worker, so a correct answer still scores 1.0; it used to score 0.0 with only a warning."""
+    fresh_pool(1)
+    assert score("math", r"\boxed{2x}", "x+x") == 1.0  # starts the worker (only math-verify sees this)
+    pool = math_reward._pool
+    victim = pool._idle[0].process
+    os.kill(victim.pid, signal.SIGSTOP)  # it takes the next answer but cannot answer
+    results = {}
+
+    def check():
+        results["result"] = compute_score("math", r"\boxed{(x+1)^2}", "x^2+2x+1")
+
+    with caplog.at_level(logging.WARNING, logger="verl_lambda.math.reward"):
+        thread = threading.Thread(target=check)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while pool._idle and time.monotonic() < deadline:  # wait until the answer holds the worker
+            time.sleep(0.01)
+        time.sleep(0.2)
+        os.kill(victim.pid, signal.SIGKILL)
+        thread.join(timeout=120)
+    assert results["result"] == {"score": 1.0, "acc": 1.0, "timed_out": 0.0, "not_scored": 0.0}
+    assert victim.poll() is not None
+    assert pool.size == 1 and pool._idle[0].process.pid != victim.pid  # replaced
+    assert any("checking it again on another worker" in r.getMessage() for r in caplog.records)
+
+
+@needs_math_verify
+def test_an_answer_whose_workers_die_twice_is_not_scored(fresh_pool, monkeypatch, caplog):
+    """Never counted as wrong: it scores 0.0 flagged not_scored, is counted, and the pool recovers."""
+    monkeypatch.syspath_prepend(str(FIXTURES))  # before the workers start: they import the task from here
+    import math_worker_faults
+
+    fresh_pool(1)
+    real = math_reward._verify_answer
+    monkeypatch.setattr(math_reward, "_verify_answer", math_worker_faults.die)
+    before = math_reward.not_scored_count()
+    with caplog.at_level(logging.WARNING, logger="verl_lambda.math.reward"):
+        result = compute_score("math", r"\boxed{(x+1)^2}", "x^2+2x+1")
+    assert result == {"score": 0.0, "acc": 0.0, "timed_out": 0.0, "not_scored": 1.0}
+    assert math_reward.not_scored_count() == before + 1
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "died (exit code -9)" in messages and "not scored" in messages
+    monkeypatch.setattr(math_reward, "_verify_answer", real)
+    assert score("math", r"\boxed{(x+1)^2}", "x^2+2x+1") == 1.0  # a new worker
+    assert math_reward._pool.size == 1
 
 
 @needs_math_verify

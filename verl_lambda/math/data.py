@@ -28,21 +28,35 @@ Usage::
     python -m verl_lambda.math.data aime24 --input ./aime24.jsonl --output ./aime24.parquet
     python -m verl_lambda.math.data --all --input-dir ./raw --out-dir ./data  # <name>.{parquet,jsonl,json,csv}
 
-Local files may be parquet, JSON lines, JSON or CSV with the columns of the hub copy (see
-``SOURCES``; ``--problem-key`` / ``--answer-key`` name others). Any error (a usage error, an
-unreadable input, an unwritable output) exits with status 2 and one line on stderr.
+Local files may be parquet, JSON lines, JSON or CSV (UTF-8, with or without a byte order mark)
+with the columns of the hub copy (see ``SOURCES``; ``--problem-key`` / ``--answer-key`` name
+others). Every row must be a record (an object with named fields). A problem or answer cell must
+be text, or something with one meaning as text: UTF-8 bytes are decoded, integers and finite
+decimals written out (a whole-number float as an integer, which it must hold exactly: below 2**53),
+a list joined with ", "; each such conversion is counted in the summary line. A row with any other
+value there (true/false, an object, infinity, a list with an empty item, bytes that are not UTF-8)
+is refused, naming the set, the row and the column: it would become a ground truth no answer can
+match. Any error (a usage error, an unreadable input, a refused row, an unwritable output) exits
+with status 2 and one line on stderr; Ctrl-C with one line and status 130. An output file is
+written beside its final name and renamed into place, so a failed or interrupted run leaves the
+previous file as it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
+from verl_lambda.cli import ArgumentParser, LaunchError, command_main
+from verl_lambda.math._files import replace_file
 from verl_lambda.math.reward import last_boxed
 
 __all__ = [
@@ -52,6 +66,7 @@ __all__ = [
     "EVAL_SETS",
     "PAPER_SETS",
     "INSTRUCTION",
+    "Records",
     "load_rows",
     "convert",
     "write_parquet",
@@ -234,30 +249,44 @@ def _one_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def _read_local(path: str) -> list[Any]:
+class Records(list):
+    """The records of a file, and for JSON lines the line each came from (``lines``; else None)."""
+
+    lines: list[int] | None = None
+
+    def where(self, i: int) -> str:
+        """Where record ``i`` (from 0) is in its file: ``line N`` or ``row N`` (from 1)."""
+        if self.lines is not None and i < len(self.lines):
+            return f"line {self.lines[i]}"
+        return f"row {i + 1}"
+
+
+def _read_local(path: str) -> Records:
     """The records of a local parquet / JSON lines / JSON / CSV file (dicts, or lists for pair layouts)."""
     import pandas as pd
 
     if path.endswith(".parquet"):
-        return pd.read_parquet(path).to_dict(orient="records")
+        return Records(pd.read_parquet(path).to_dict(orient="records"))
     if path.endswith(".csv"):
-        return pd.read_csv(path, dtype=str, keep_default_na=False).to_dict(orient="records")
-    with open(path, encoding="utf-8") as f:
+        return Records(pd.read_csv(path, dtype=str, keep_default_na=False).to_dict(orient="records"))
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte order mark (Windows exports) is skipped
         if path.endswith(".jsonl"):
-            records = []
+            records, numbers = Records(), []
             for number, line in enumerate(f, 1):
                 if line.strip():
                     try:
                         records.append(json.loads(line))
                     except json.JSONDecodeError as err:
                         raise ValueError(f"line {number}: {err.msg} (column {err.colno})") from err
+                    numbers.append(number)
+            records.lines = numbers
             return records
         data = json.load(f)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
         raise ValueError(f"expected a JSON list of records (or {{'data': [...]}}), got a JSON {type(data).__name__}")
-    return data
+    return Records(data)
 
 
 def load_rows(source: Source, input_path: str | None = None, split: str | None = None) -> list[Any]:
@@ -270,7 +299,7 @@ def load_rows(source: Source, input_path: str | None = None, split: str | None =
         import datasets
 
         ds = datasets.load_dataset(source.hub_id, source.hub_config, split=split or source.hub_split)
-        return [dict(r) for r in ds]
+        return Records(dict(r) for r in ds)
     if input_path is None:
         if split and split != source.hub_split:
             raise ValueError(f"{source.name}: the hub copy is one file ({source.origin}); --split does not apply")
@@ -291,28 +320,106 @@ def load_rows(source: Source, input_path: str | None = None, split: str | None =
         raise ValueError(f"{source.name}: cannot read {shown}: {_one_line(err)}") from err
 
 
-def _text(value: Any) -> str:
-    """A cell as answer text: lists joined with ", ", whole floats as ints, $…$ stripped."""
+# Whole-number floats are written as integers only where a float holds every integer exactly.
+_EXACT_FLOAT_INTEGERS = 2**53
+
+
+class _OddCell(ValueError):
+    """A cell with no single meaning as answer or problem text; the message says what it holds."""
+
+
+def _kind(value: Any) -> str:
+    """A value's type in words, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _cell_text(value: Any, conversions: Counter | None = None) -> str:
+    """A problem or answer cell as text ("" when missing: None, NaN, blank).
+
+    Text is stripped (and an enclosing ``$...$`` removed); UTF-8 bytes are decoded and numbers
+    written out, each counted in ``conversions``; a list is its items' texts joined with ", ".
+    Raises :class:`_OddCell` for anything else (see the module docstring).
+    """
     if value is None:
         return ""
-    if hasattr(value, "tolist") and not isinstance(value, str):
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
         value = value.tolist()
     if isinstance(value, (list, tuple)):
-        return ", ".join(t for t in (_text(v) for v in value) if t)
+        texts = [_cell_text(v, conversions) for v in value]
+        if any(texts) and not all(texts):  # one part of a multi-part answer is missing
+            raise _OddCell(f"{_short_repr(value)} (a list with an empty item)")
+        return ", ".join(texts)
+    if isinstance(value, bool):
+        raise _OddCell(f"{value!r} (true/false, not an answer)")
     if isinstance(value, float):
-        if value != value:  # NaN
+        if value != value:  # NaN: pandas' missing value
             return ""
-        return str(int(value)) if value.is_integer() else repr(value)
-    text = str(value).strip()
+        if math.isinf(value):
+            raise _OddCell(f"{value!r} (an infinite number)")
+        if value.is_integer() and abs(value) >= _EXACT_FLOAT_INTEGERS:
+            raise _OddCell(f"{value!r} (a whole number too large to be exact as a float: store it as text)")
+        text = str(int(value)) if value.is_integer() else repr(value)
+    elif isinstance(value, (int, Decimal)):
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise _OddCell(f"{value!r} (not a finite number)")
+        text = str(value)
+    elif isinstance(value, bytes):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _OddCell(f"{_short_repr(value)} (bytes that are not UTF-8 text)") from None
+        if conversions is not None:
+            conversions["bytes decoded as UTF-8"] += 1
+        return _strip_dollars(text.strip())
+    elif isinstance(value, str):
+        return _strip_dollars(value.strip())
+    else:
+        what = "an object" if isinstance(value, dict) else f"a {_kind(value)}"
+        raise _OddCell(f"{_short_repr(value)} ({what}, not text)")
+    if conversions is not None:
+        conversions["numbers written as text"] += 1
+    return text
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _strip_dollars(text: str) -> str:
     if len(text) >= 2 and text.startswith("$") and text.endswith("$"):
         text = text.strip("$").strip()
     return text
 
 
-def _first(row: dict[str, Any], keys: Sequence[str]) -> str:
+def _text(value: Any) -> str:
+    """A cell as text for the record's id: like :func:`_cell_text`, anything else as ``str()``."""
+    try:
+        return _cell_text(value)
+    except _OddCell:
+        return str(value)
+
+
+def _first(row: dict[str, Any], keys: Sequence[str], conversions: Counter | None = None, role: str = "answer") -> str:
+    """The text of the first of ``keys`` whose cell in ``row`` is not empty ("" if none).
+
+    Raises :class:`_OddCell` naming the column, for a cell that cannot be read as text.
+    """
     for key in keys:
-        text = _text(row.get(key))
+        local: Counter = Counter()
+        try:
+            text = _cell_text(row.get(key), local)
+        except _OddCell as err:
+            raise _OddCell(f"the {role} column {key!r} holds {err}") from None
         if text:
+            if conversions is not None:
+                conversions.update({f"{what} ({role})": n for what, n in local.items()})
             return text
     return ""
 
@@ -326,25 +433,28 @@ def convert(
     instruction: str = INSTRUCTION,
     limit: int | None = None,
     origin: str = "the input",
+    conversions: Counter | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """verl rows for ``rows`` of ``source``.
 
-    Returns (rows, number of rows dropped for lack of a problem or an answer). Raises ValueError
-    when the rows lack the problem or answer columns; ``origin`` names the rows' file in it.
+    Returns (rows, number of rows dropped for lack of a problem or an answer); the cells converted
+    to text (bytes, numbers) are counted in ``conversions`` when given. Raises ValueError when the
+    rows lack the problem or answer columns, or when a row is not a record or holds a problem or
+    answer that is not text (see the module docstring); ``origin`` names the rows' file in it.
     """
+    where = rows.where if isinstance(rows, Records) else (lambda i: f"row {i + 1}")
     if source.row_fn is not None:
         rows = [source.row_fn(r) for r in rows]
-    not_records = [r for r in rows[:100] if not isinstance(r, dict)]
-    if not_records:
-        raise ValueError(
-            f"{source.name}: expected one record (an object with named fields) per row in {origin}, "
-            f"got a {type(not_records[0]).__name__}"
-        )
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(
+                f"{source.name}: {where(i)} of {origin} is a {_kind(row)}, not a record (an object with named fields)"
+            )
     problem_keys = (problem_key,) if problem_key else source.problem_keys
     answer_keys = (answer_key,) if answer_key else source.answer_keys
     solution_keys = () if answer_key else source.solution_keys
     if rows:
-        columns = set().union(*(r.keys() for r in rows[:100]))
+        columns = set().union(*(r.keys() for r in rows))
         if not columns & set(problem_keys):
             raise ValueError(
                 f"{source.name}: no problem column {list(problem_keys)} in {origin} "
@@ -357,14 +467,18 @@ def convert(
             )
     out: list[dict[str, Any]] = []
     dropped = 0
-    for row in rows:
-        problem = _first(row, problem_keys)
-        answer = _first(row, answer_keys)
-        if answer and source.answer_fn is not None and not answer_key:
-            answer = source.answer_fn(answer) or ""
-        if not answer:
-            solution = _first(row, solution_keys)
-            answer = (last_boxed(solution) or "").strip() if solution else ""
+    counted: Counter = Counter()
+    for i, row in enumerate(rows):
+        try:
+            problem = _first(row, problem_keys, counted, role="problem")
+            answer = _first(row, answer_keys, counted)
+            if answer and source.answer_fn is not None and not answer_key:
+                answer = source.answer_fn(answer) or ""
+            if not answer:
+                solution = _first(row, solution_keys, counted, role="solution")
+                answer = (last_boxed(solution) or "").strip() if solution else ""
+        except _OddCell as err:
+            raise ValueError(f"{source.name}: {where(i)} of {origin}: {err}; fix or remove the row") from None
         if not problem or not answer:
             dropped += 1
             continue
@@ -378,13 +492,23 @@ def convert(
                     "split": split,
                     "index": len(out),
                     "question": problem,
-                    "source_id": _first(row, source.id_keys),
+                    "source_id": _first_id(row, source.id_keys),
                 },
             }
         )
         if limit is not None and len(out) >= limit:
             break
+    if conversions is not None:
+        conversions.update(counted)
     return out, dropped
+
+
+def _first_id(row: dict[str, Any], keys: Sequence[str]) -> str:
+    for key in keys:
+        text = _text(row.get(key))
+        if text:
+            return text
+    return ""
 
 
 def _missing(value: Any) -> bool:
@@ -403,10 +527,11 @@ def _missing(value: Any) -> bool:
 
 
 def write_parquet(rows: list[dict[str, Any]], path: str) -> None:
-    """Write verl rows to a parquet file.
+    """Write verl rows to a parquet file: to a new file beside ``path``, renamed to ``path`` once complete.
 
     Raises ValueError (before writing anything) when a row has no ``reward_model.ground_truth``,
-    and OSError naming ``path`` when the file cannot be written.
+    and OSError naming ``path`` when the file cannot be written; then (as on Ctrl-C) a file that was
+    at ``path`` is left as it was, and no temporary file is left behind.
     """
     for i, row in enumerate(rows):
         reward_model = row.get("reward_model")
@@ -419,9 +544,12 @@ def write_parquet(rows: list[dict[str, Any]], path: str) -> None:
     import pandas as pd
 
     target = os.path.expanduser(path)
+    frame = pd.DataFrame(rows)
     try:
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        pd.DataFrame(rows).to_parquet(target, index=False)
+        if os.path.isdir(target):
+            raise IsADirectoryError(21, "Is a directory")
+        replace_file(target, lambda temporary: frame.to_parquet(temporary, index=False))
     except Exception as err:  # noqa: BLE001 - OS / pyarrow errors, reported in one line
         reason = err.strerror if isinstance(err, OSError) and err.strerror else _one_line(err)
         raise OSError(f"cannot write {path}: {reason}") from err
@@ -446,7 +574,7 @@ def _positive_int(value: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Convert public math sets to verl's RL parquet format (prompt as chat list, "
         "data_source, reward_model.ground_truth, extra_info).",
@@ -493,13 +621,13 @@ def _print_list() -> None:
     print(f"\n--train: {' '.join(TRAIN_SETS)}\n--eval: {' '.join(EVAL_SETS)}\n--paper: {' '.join(PAPER_SETS)}")
 
 
-def _error(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
+def _conversion_note(dropped: int, conversions: Counter) -> str:
+    notes = [f"{dropped} row{'' if dropped == 1 else 's'} without a problem or an answer dropped"] if dropped else []
+    notes += [f"{what}: {n}" for what, n in sorted(conversions.items())]
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit status (0, or 2 with one line on stderr)."""
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
         _print_list()
@@ -514,16 +642,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             names += [n for n in group if n not in names]
     unknown = [n for n in names if n not in SOURCES]
     if unknown:
-        return _error(f"unknown set {unknown[0]!r}; choose from {', '.join(SOURCES)}")
+        raise LaunchError(f"unknown set {unknown[0]!r}; choose from {', '.join(SOURCES)}")
     if not names:
-        return _error("name at least one set, or pass --all/--train/--eval/--paper (--list shows them)")
+        raise LaunchError("name at least one set, or pass --all/--train/--eval/--paper (--list shows them)")
     if (args.output or args.input) and len(names) != 1:
-        return _error("--output and --input take exactly one set; use --out-dir/--input-dir")
+        raise LaunchError("--output and --input take exactly one set; use --out-dir/--input-dir")
     if not args.output and not args.out_dir:
-        return _error("pass --out-dir (or --output for one set)")
+        raise LaunchError("pass --out-dir (or --output for one set)")
     for name in names:
         source = SOURCES[name]
         path = args.output or os.path.join(args.out_dir, f"{name}.parquet")
+        conversions: Counter = Counter()
         try:
             input_path = args.input or (_local_input(args.input_dir, name) if args.input_dir else None)
             rows = load_rows(source, input_path, split=args.split)
@@ -537,18 +666,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 instruction=args.instruction,
                 limit=args.limit,
                 origin=origin,
+                conversions=conversions,
             )
             if not out:
-                return _error(f"{name}: no row of {origin} has both a problem and an answer")
+                raise LaunchError(f"{name}: no row of {origin} has both a problem and an answer")
             write_parquet(out, path)
         except (OSError, ValueError) as err:
             message = _one_line(err)
-            return _error(message if message.startswith(f"{name}:") else f"{name}: {message}")
-        note = (
-            f" ({dropped} row{'' if dropped == 1 else 's'} without a problem or an answer dropped)" if dropped else ""
-        )
-        print(f"{name}: {len(out)} rows from {origin} -> {path}{note}")
+            raise LaunchError(message if message.startswith(f"{name}:") else f"{name}: {message}") from err
+        print(f"{name}: {len(out)} rows from {origin} -> {path}{_conversion_note(dropped, conversions)}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (0; 2 with one line on stderr; 130 on Ctrl-C)."""
+    return command_main(PROG, lambda: _run(argv))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,36 @@ response has a ``</think>``, only the text after it is read, so a box inside the
 not count. Unicode vulgar fractions (``½``, ``2¾``) are read as the fractions they stand for.
 
 Equality is decided by `math-verify <https://github.com/huggingface/Math-Verify>`_ (fractions,
-decimals, LaTeX forms, units, sets, intervals, symbolic expressions). Without it (``pip install
-'verl-lambda[math]'``) the reward falls back to a normalised string / number comparison and logs
-a warning once: the fallback accepts ``\\dfrac{1}{2}`` = ``0.5`` = ``1/2`` or ``5\\text{ cm}`` = ``5`` but
+decimals, LaTeX forms, units, sets, intervals, symbolic expressions), after a quick string
+pre-filter. Readings decided here, where math-verify's own would score a different value as equal
+(both sides are rewritten before either check):
+
+* ``\\mathrm{i}`` / ``\\text{i}`` and ``\\mathrm{e}`` are the imaginary unit and Euler's number (ISO
+  style), not units: ``5\\mathrm{i}`` is ``5i``, not 5 (math-verify alone drops them: ``3+4\\mathrm{i}`` = 7);
+* a scale word after a number is a power of ten: ``3\\text{ million}`` is 3000000, not 3
+  (hundred, thousand, million, billion = 10^9, trillion = 10^12);
+* digits grouped by threes with a thin space, a space or ``{,}`` are one number: ``1\\,000`` is 1000
+  (math-verify alone reads 1*0 = 0); ``5\\,6`` and ``5 6`` are not 56;
+* a blank ``\\text{ }`` is a space, so ``1\\text{ }2`` is not 12.
+
+A percentage is left to math-verify, which compares it as written: ``10\\%`` equals ``10%`` but
+neither 10 nor 0.1 (data sets disagree on which it should be).
+
+The pre-filter says "equal" only when it is certain, and otherwise leaves the answer to
+math-verify: when the two strings are the same after a normalisation that cannot merge different
+values (``\\dfrac`` is ``\\frac``, ``\\left(`` is ``(``, ``^\\circ`` goes, a unit after a number goes when the
+other side has none, ``1,000`` is 1000, spaces go except inside numbers: ``5 6`` stays apart from
+``56``, ``5\\text{ or }6`` from 56), or when both are plain numbers (integers, decimals, ``a/b``,
+``\\frac{a}{b}``) with the same exact rational value: no tolerance, so 1000001 is not 1000000, 0 is not
+0.000001 and 12345678901234567 is not 12345678901234568, and ``0.333`` is not a third (there is no
+"inexact" ground truth: a decimal means what it says). Answers longer than 1,000 characters are not
+pre-filtered at all (nor rewritten: math-verify's worker does that, under the deadline), and its
+regexes are linear, so its work in the caller's thread (outside any deadline, holding the GIL)
+stays within a millisecond or two. math-verify itself rounds floats to 6
+decimal places (``0.3333333`` = ``\\frac{1}{3}``); that is its reading, left as it is.
+
+Without math-verify (``pip install 'verl-lambda[math]'``) the pre-filter alone decides and the
+reward logs a warning once: it accepts ``\\dfrac{1}{2}`` = ``0.5`` = ``1/2`` or ``5\\text{ cm}`` = ``5`` but
 not symbolic rewrites such as ``(x+1)^2`` = ``x^2+2x+1``.
 
 math-verify runs in a pool of worker processes, one answer per task: parsing the ground truth,
@@ -19,7 +46,12 @@ at once, up to ``$VERL_LAMBDA_MATH_WORKERS`` processes (default ``min(32, cpus +
 the thread pool verl scores from); a worker that overruns its deadline is killed and replaced.
 An answer whose check timed out scores 0.0, is counted (:func:`timeout_count`) and logged as a
 timeout, and is flagged in the result (``timed_out``), which verl logs per data source as the
-validation metric ``val-aux/<data_source>/timed_out/mean@<k>``.
+validation metric ``val-aux/<data_source>/timed_out/mean@<k>``. A worker that dies on an answer
+(killed, out of memory) is replaced and the answer checked once more on another worker; if that
+one dies too, or checking raises (in math-verify or here), the answer scores 0.0 without a
+verdict. Every answer without a verdict, timeouts included, is flagged ``not_scored`` (logged as
+``val-aux/<data_source>/not_scored/mean@<k>``), counted (:func:`not_scored_count`) and logged: its
+0.0 is not a judgement that it is wrong. Nothing a response holds makes the reward raise.
 
 Use it in a verl run with::
 
@@ -33,6 +65,7 @@ import atexit
 import importlib
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -54,6 +87,8 @@ __all__ = [
     "have_math_verify",
     "unicode_fractions_to_latex",
     "timeout_count",
+    "not_scored_count",
+    "CheckerUnavailable",
     "max_workers",
 ]
 
@@ -64,6 +99,7 @@ _STARTUP_TIMEOUT = 180.0  # seconds a new worker may take to import math-verify 
 _KILL_GRACE = 1.0  # seconds past the deadline before a worker that ignores its alarm is killed
 _warned_fallback = False
 _timeouts = 0
+_not_scored = 0
 _state_lock = threading.Lock()
 
 
@@ -138,20 +174,27 @@ _VULGAR_FRACTIONS: dict[str, tuple[int, int]] = {
 _VULGAR = "".join(_VULGAR_FRACTIONS)
 _MIXED_NUMBER = re.compile(rf"(?<![\d.,])(\d+)[ \t]?([{_VULGAR}])")
 _LONE_FRACTION = re.compile(rf"[{_VULGAR}]")
+# A mixed number with a longer whole part is written as a sum instead of one fraction: the whole part
+# is never converted to an int (int() refuses more than 4300 digits, and the work would grow with it).
+_MAX_WHOLE_DIGITS = 30
 
 
 def unicode_fractions_to_latex(text: str) -> str:
     """``text`` with Unicode vulgar fractions as LaTeX: ``½`` -> ``\\frac{1}{2}``, ``2½`` -> ``\\frac{5}{2}``.
 
     A run of digits right before the fraction (optionally one space apart) is its whole part, as
-    in a mixed number.
+    in a mixed number; a whole part of more than 30 digits gives the sum ``{W+\\frac{n}{d}}`` (the
+    same value) rather than one fraction.
     """
     if not _LONE_FRACTION.search(text):
         return text
 
     def mixed(match: re.Match) -> str:
+        whole = match.group(1)
         numerator, denominator = _VULGAR_FRACTIONS[match.group(2)]
-        value = int(match.group(1)) + Fraction(numerator, denominator)
+        if len(whole) > _MAX_WHOLE_DIGITS:
+            return f"{{{whole}+\\frac{{{numerator}}}{{{denominator}}}}}"
+        value = int(whole) + Fraction(numerator, denominator)
         return f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
 
     def lone(match: re.Match) -> str:
@@ -162,61 +205,168 @@ def unicode_fractions_to_latex(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Fallback comparison (no math-verify)
+# Readings decided here, applied to both sides before any comparison (math-verify's own differ)
 
-_UNIT_TEXT = re.compile(r"\\(?:text|textrm|mathrm|mbox|textbf|mathbf)\{\s*[a-zA-Z][a-zA-Z .]*\}(\^\{?\d\}?)?")
-_SPACING = re.compile(r"\\[,;:! ]|\\q?quad")
-_THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
-# \frac{12}{5} or \frac12 (one-digit arguments need no braces); unambiguous, so linear on any input
+_TEXT_COMMAND = r"\\(?:text|textrm|mathrm|mbox)"
+# \mathrm{i}, \text{e}: the ISO way to write the imaginary unit and Euler's number. math-verify takes
+# them for units and drops them (5\mathrm{i} = 5, 3+4\mathrm{i} = 7).
+_UPRIGHT_CONSTANT = re.compile(_TEXT_COMMAND + r"\{\s*([ie])\s*\}")
+# 3\text{ million}: math-verify drops the word as a unit (= 3). It is the number times 10^6.
+_SCALE_POWERS = {"hundred": 2, "thousand": 3, "million": 6, "billion": 9, "trillion": 12}
+_SCALE_WORD = re.compile(
+    rf"(?<=\d)(?:\s|\\[,;: ])*{_TEXT_COMMAND}\{{\s*({'|'.join(_SCALE_POWERS)})s?(?![a-zA-Z])([^{{}}]*)\}}",
+    re.IGNORECASE,
+)
+# 1\,000 and 1 000 (digits grouped by threes with a thin space, a space or {,}; not after a letter, a
+# digit, "." or "^"): math-verify reads 1\,000 as 1*0 = 0.
+_DIGIT_GROUPS = re.compile(r"(?<![\w.^])([1-9]\d{0,2})((?:(?:\\,|\\ |~|\{,\}| )\d{3})+)(?!\d)")
+_GROUP_SEPARATOR = re.compile(r"\\,|\\ |~|\{,\}| ")
+# \text{ } is a space: math-verify drops it, joining the digits around it (1\text{ }2 = 12).
+_BLANK_TEXT = re.compile(_TEXT_COMMAND + r"\{\s+\}")
+
+
+def _scale(match: re.Match) -> str:
+    rest = match.group(2).strip()
+    power = _SCALE_POWERS[match.group(1).lower()]
+    return f"\\times10^{{{power}}}" + (f"\\text{{ {rest}}}" if rest else "")
+
+
+def _read_notation(answer: str) -> str:
+    """``answer`` with the notations whose reading this module decides rewritten to plain forms:
+    Unicode fractions, a blank ``\\text{ }``, upright ``i`` / ``e``, scale words after a number, digits
+    grouped by spaces."""
+    s = unicode_fractions_to_latex(answer)
+    s = _BLANK_TEXT.sub(" ", s)
+    s = _UPRIGHT_CONSTANT.sub(r"\1", s)
+    s = _SCALE_WORD.sub(_scale, s)
+    return _DIGIT_GROUPS.sub(lambda m: m.group(1) + _GROUP_SEPARATOR.sub("", m.group(2)), s)
+
+
+# ----------------------------------------------------------------------------------------------
+# The string pre-filter (and the fallback without math-verify)
+#
+# It may say "equal" only when the two strings are the same after a normalisation that cannot merge
+# different values, or are the same exact rational number. Anything else is "not sure": the caller
+# asks math-verify. Every regex below runs in linear time, and answers longer than
+# _PREFILTER_MAX_CHARS are not pre-filtered at all (nor rewritten: math-verify's worker does that,
+# under the deadline), so the pre-filter's work (which holds the GIL in the caller's thread,
+# outside any deadline) stays within a millisecond or two.
+
+_PREFILTER_MAX_CHARS = 1000
+_FRAC_VARIANT = re.compile(r"\\[dt]frac(?![a-zA-Z])")
+_DELIMITER_SIZE = re.compile(r"\\(?:left|right)(?![a-zA-Z])\.?")
+_DEGREES = re.compile(r"\^(?:\\circ|\{\\circ\})")
+_SPACING = re.compile(r"\\[,;:! ]|\\q?quad(?![a-zA-Z])|~")
+_WHITESPACE = re.compile(r"\s+")
+# a space stays only between two characters of a number ("5 6", "1 .5"): elsewhere it is layout
+_SPACE_OUTSIDE_NUMBERS = re.compile(r" (?![\d.])|(?<![\d.]) ")
+# a unit after a plain number, as the last thing in the answer: 5\text{ cm}, 12\text{ cm}^2
+_TRAILING_TEXT = re.compile(_TEXT_COMMAND + r"\{([^{}]*)\}(\^(?:[23]|\{[23]\}))?$")
+_UNIT_WORDS = frozenset(
+    """
+    mm cm dm m km in inch inches ft foot feet yd yard yards mi mile miles meter meters metre metres
+    millimeter millimeters centimeter centimeters kilometer kilometers square sq cubic units unit
+    mg g kg gram grams kilogram kilograms lb lbs pound pounds oz ounce ounces ton tons
+    ml mL l L liter liters litre litres gallon gallons
+    s sec secs second seconds min mins minute minutes h hr hrs hour hours day days week weeks month
+    months year years
+    dollar dollars cent cents degree degrees deg radian radians mph kph per
+    """.split()
+)
+_WHOLE_TEXT = re.compile(r"\\text(?:rm|bf)?\{([^{}]*)\}")
+_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d+)?")
+_SIGNED = re.compile(r"([+-]?)(.*)", re.DOTALL)
+_DECIMAL = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_SLASH_FRACTION = re.compile(r"(\d+)/(\d+)")
+# \frac{12}{5} or \frac12 (one-digit arguments need no braces)
 _LATEX_FRACTION = re.compile(r"\\frac(?:\{(\d+)\}|(\d))(?:\{(\d+)\}|(\d))")
 
 
-def _normalise(answer: str) -> str:
-    s = answer.strip().strip("$").strip()
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
-    s = s.replace("\\left", "").replace("\\right", "")
-    s = re.sub(r"\^\{?\\circ\}?", "", s)
-    s = _UNIT_TEXT.sub("", s)
-    s = _SPACING.sub("", s)
-    s = re.sub(r"\\text\{\s*(.*?)\s*\}", r"\1", s)
-    s = s.replace(" ", "").rstrip(".")
-    if _THOUSANDS.match(s):
-        s = s.replace(",", "")
+def _strip_math_delimiters(s: str) -> str:
+    while len(s) >= 2 and s[0] == "$" and s[-1] == "$" and s[-2] != "\\":
+        s = s[1:-1].strip()
     return s
 
 
+def _normalise(answer: str) -> tuple[str, str]:
+    """``(answer, its unit)`` in a form where two answers that differ only in layout are the same strings.
+
+    Every step keeps the value: ``\\dfrac`` is ``\\frac``, ``\\left(`` is ``(``, ``^\\circ`` (degrees)
+    goes, ``\\%`` is ``%``, spacing commands are spaces, and spaces go except between two characters
+    of a number (``5 6`` stays apart from ``56``); commas grouping a number's digits by threes go (``1,000`` is
+    ``1000``); a whole answer in ``\\text{}`` is its text. A unit after a plain number (``5\\text{ cm}``)
+    is split off: it is the second item (else "").
+    """
+    s = _strip_math_delimiters(answer.strip()).replace("\u2212", "-")
+    s = _FRAC_VARIANT.sub(r"\\frac", s)
+    s = _DELIMITER_SIZE.sub("", s)
+    s = _DEGREES.sub("", s)
+    s = s.replace("\\%", "%")
+    whole_text = _WHOLE_TEXT.fullmatch(s)
+    if whole_text:
+        s = whole_text.group(1)
+    s = _WHITESPACE.sub(" ", _SPACING.sub(" ", s)).strip()
+    trailing = _TRAILING_TEXT.search(s)
+    if trailing:
+        words = trailing.group(1).split()
+        number = _compact(s[: trailing.start()])
+        if words and all(w in _UNIT_WORDS for w in words) and _as_number(number) is not None:
+            return number, " ".join(words) + (trailing.group(2) or "")
+    s = _compact(s)
+    if len(s) > 1 and s.endswith(".") and s[-2] not in ".\\":
+        s = _compact(s[:-1])  # the full stop of a sentence: "5." is 5
+    return s, ""
+
+
+def _compact(s: str) -> str:
+    """``s`` without spaces outside numbers, and without the commas of ``1,000``-style digit groups."""
+    s = _SPACE_OUTSIDE_NUMBERS.sub("", s)
+    return s.replace(",", "") if _THOUSANDS.fullmatch(s) else s
+
+
 def _as_number(s: str) -> Fraction | None:
-    sign = 1
-    if s.startswith("-"):
-        sign, s = -1, s[1:]
-    latex = _LATEX_FRACTION.fullmatch(s)
-    slash = re.fullmatch(r"(\d+)/(\d+)", s)
+    """The exact value of ``s`` when it is a plain number: an integer, a decimal, ``a/b`` or ``\\frac{a}{b}``."""
+    sign, body = _SIGNED.fullmatch(s).groups()
     try:
-        if latex:
-            return sign * Fraction(int(latex.group(1) or latex.group(2)), int(latex.group(3) or latex.group(4)))
-        if slash:
-            return sign * Fraction(int(slash.group(1)), int(slash.group(2)))
-        if re.fullmatch(r"\d+(\.\d*)?|\.\d+", s):
-            return sign * Fraction(s)
+        if _DECIMAL.fullmatch(body):
+            value = Fraction(body)
+        elif latex := _LATEX_FRACTION.fullmatch(body):
+            value = Fraction(int(latex.group(1) or latex.group(2)), int(latex.group(3) or latex.group(4)))
+        elif slash := _SLASH_FRACTION.fullmatch(body):
+            value = Fraction(int(slash.group(1)), int(slash.group(2)))
+        else:
+            return None
     except (ValueError, ZeroDivisionError):  # ValueError: more digits than int() reads
         return None
-    return None
+    return -value if sign == "-" else value
 
 
 def _simple_match(gold: str, pred: str) -> bool:
-    g, p = _normalise(gold), _normalise(pred)
-    if not p:
+    """True when ``pred`` certainly equals ``gold`` (see the section comment); False when not sure.
+
+    A unit on one side only is ignored (ground truths usually omit it); two different units are
+    "not sure".
+    """
+    if len(gold) > _PREFILTER_MAX_CHARS or len(pred) > _PREFILTER_MAX_CHARS:
+        return False
+    gold, pred = _read_notation(gold), _read_notation(pred)
+    if len(gold) > _PREFILTER_MAX_CHARS or len(pred) > _PREFILTER_MAX_CHARS:
+        return False
+    (g, g_unit), (p, p_unit) = _normalise(gold), _normalise(pred)
+    if not p or (g_unit and p_unit and g_unit != p_unit):
         return False
     if g == p:
         return True
     gn, pn = _as_number(g), _as_number(p)
-    if gn is None or pn is None:
-        return False
-    return abs(gn - pn) <= Fraction(1, 10**6) * max(1, abs(gn))
+    return gn is not None and pn is not None and gn == pn
 
 
 # ----------------------------------------------------------------------------------------------
 # math-verify comparison, in worker processes with one deadline per answer
+
+
+class CheckerUnavailable(RuntimeError):
+    """No math-verify worker process can be started (math-verify fails to import, or the pool is shut down)."""
 
 
 class _Deadline(BaseException):
@@ -228,12 +378,14 @@ class _Deadline(BaseException):
 
 
 def _verify_answer(gold: str, pred: str) -> bool:
-    """math-verify's verdict on ``pred`` against ``gold``, with math-verify's own timeouts off.
+    """math-verify's verdict on ``pred`` against ``gold`` (read as :func:`_read_notation` says), with
+    math-verify's own timeouts off.
 
-    The caller bounds the whole call (two parses and the comparison) with one deadline.
+    The caller bounds the whole call (the rewriting, two parses and the comparison) with one deadline.
     """
     from math_verify import LatexExtractionConfig, parse, verify
 
+    gold, pred = _read_notation(gold), _read_notation(pred)
     config = [LatexExtractionConfig(boxed_match_priority=0)]
     gold_parsed = parse("\\boxed{" + gold + "}", extraction_config=config, parsing_timeout=None)
     if not gold_parsed:
@@ -363,7 +515,7 @@ class _Worker:
             self.kill()
             reason = f"exited with code {self.process.returncode} while starting"
         self.kill()
-        raise RuntimeError(f"verl_lambda.math.reward: a math-verify worker process {reason}")
+        raise CheckerUnavailable(f"verl_lambda.math.reward: a math-verify worker process {reason}")
 
     def kill(self) -> None:
         """Stop the process now (it may be stuck in C code that ignores signals) and reap it."""
@@ -403,7 +555,7 @@ class _CheckerPool:
         with self._cond:
             while True:
                 if self._closed:
-                    raise RuntimeError("verl_lambda.math.reward: the math-verify pool is shut down")
+                    raise CheckerUnavailable("verl_lambda.math.reward: the math-verify pool is shut down")
                 while self._idle:
                     worker = self._idle.pop()
                     if worker.alive():
@@ -442,9 +594,11 @@ class _CheckerPool:
     def run(self, fn: Callable[..., Any], args: tuple, timeout: float) -> tuple[str, Any]:
         """``fn(*args)`` in a worker, within ``timeout`` seconds of the worker taking it.
 
-        Returns ``("ok", result)``, ``("timeout", None)`` or ``("error", message)``. ``fn`` must
-        be a module-level function (the worker imports it by name); ``args`` and the result must
-        pickle.
+        Returns ``("ok", result)``, ``("timeout", None)``, ``("error", message)`` (``fn`` raised) or
+        ``("died", message)`` (the worker process ended before it answered; it is not reused, and the
+        next task gets a new one). ``fn`` must be a module-level function (the worker imports it by
+        name); ``args`` and the result must pickle. Raises :class:`CheckerUnavailable` when no worker
+        can be started.
         """
         # The function goes by name: the worker imports this module as verl_lambda.math.reward even
         # when the caller loaded it under another name (verl loads a reward file path as a module).
@@ -458,7 +612,7 @@ class _CheckerPool:
             status, value = worker.results.recv()
         except (EOFError, OSError):
             self._discard(worker)
-            return "error", f"the math-verify worker process died (exit code {worker.process.returncode})"
+            return "died", f"the math-verify worker process died (exit code {worker.process.returncode})"
         except BaseException:
             self._discard(worker)
             raise
@@ -466,7 +620,7 @@ class _CheckerPool:
         return status, value
 
     def shutdown(self) -> None:
-        """Stop every worker; later calls to :meth:`run` raise RuntimeError."""
+        """Stop every worker; later calls to :meth:`run` raise :class:`CheckerUnavailable`."""
         if os.getpid() != self.pid:
             return  # a forked child: the workers belong to the parent
         with self._cond:
@@ -510,40 +664,72 @@ def timeout_count() -> int:
         return _timeouts
 
 
+def not_scored_count() -> int:
+    """How many answers in this process got no verdict at all: timed out, or the check failed (scored 0.0)."""
+    with _state_lock:
+        return _not_scored
+
+
+def _count_not_scored(timed_out: bool = False) -> tuple[int, int]:
+    """Count one answer without a verdict; returns (timeouts, answers without a verdict) so far."""
+    global _timeouts, _not_scored
+    with _state_lock:
+        _timeouts += timed_out
+        _not_scored += 1
+        return _timeouts, _not_scored
+
+
 def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class AnswerCheck(NamedTuple):
-    """The verdict on one answer: whether it matches, and whether the check ran out of time."""
+    """The verdict on one answer: whether it matches; whether there was no verdict (``not_scored``: the
+    check ran out of time, or failed), and whether that was a timeout. ``match`` is False without a verdict."""
 
     match: bool
     timed_out: bool = False
+    not_scored: bool = False
+
+
+def check_settings(backend: str = "auto", timeout: float = 10) -> None:
+    """Refuse (ValueError, one line) a ``backend`` or ``timeout`` of :func:`compute_score` that cannot
+    work; the launcher calls it on ``reward.custom_reward_function.reward_kwargs`` before Ray starts."""
+    _check_settings(backend, timeout)
+
+
+def _check_settings(backend: str, timeout: float) -> None:
+    if backend not in ("auto", "math_verify", "simple"):
+        raise ValueError(f"backend must be 'auto', 'math_verify' or 'simple', got {backend!r}")
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout!r}")
+    if backend == "math_verify" and not have_math_verify():
+        raise ImportError("backend='math_verify' needs math-verify: pip install 'verl-lambda[math]'")
 
 
 def check_answer(gold: str, pred: str, backend: str = "auto", timeout: float = 10) -> AnswerCheck:
-    """Whether ``pred`` equals ``gold`` (both answer strings, without ``\\boxed``), and whether the check timed out.
+    """Whether ``pred`` equals ``gold`` (both answer strings, without ``\\boxed``), or that there is no verdict.
 
     Args:
-        backend: ``"math_verify"``, ``"simple"`` (normalised string / number comparison), or
+        backend: ``"math_verify"``, ``"simple"`` (normalised string / exact number comparison), or
             ``"auto"`` (math-verify when installed, else simple with a one-time warning).
         timeout: seconds allowed for the whole math-verify check of this answer (parsing both
             sides and comparing), counted from when a worker process starts on it. A timeout
             counts as no match, is counted (:func:`timeout_count`) and logged as a warning.
+
+    A worker process that dies on the answer is replaced and the answer checked once more on
+    another worker; if that one dies too, or math-verify raises, the answer has no verdict. Every
+    answer without a verdict is counted (:func:`not_scored_count`) and logged. Raises ValueError
+    / ImportError for bad settings and :class:`CheckerUnavailable` when no worker can start;
+    nothing in ``pred`` makes it raise.
     """
-    global _warned_fallback, _timeouts
-    if backend not in ("auto", "math_verify", "simple"):
-        raise ValueError(f"backend must be 'auto', 'math_verify' or 'simple', got {backend!r}")
-    if not timeout or timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    gold, pred = unicode_fractions_to_latex(gold), unicode_fractions_to_latex(pred)
+    global _warned_fallback
+    _check_settings(backend, timeout)
     if _simple_match(gold, pred):
         return AnswerCheck(True)
     if backend == "simple":
         return AnswerCheck(False)
     if not have_math_verify():
-        if backend == "math_verify":
-            raise ImportError("backend='math_verify' needs math-verify: pip install 'verl-lambda[math]'")
         if not _warned_fallback:
             logger.warning(
                 "math-verify is not installed: verl_lambda.math.reward compares answers as normalised "
@@ -551,21 +737,32 @@ def check_answer(gold: str, pred: str, backend: str = "auto", timeout: float = 1
             )
             _warned_fallback = True
         return AnswerCheck(False)
-    status, value = _get_pool().run(_verify_answer, (gold, pred), timeout)
+    pool = _get_pool()
+    status, value = pool.run(_verify_answer, (gold, pred), timeout)
+    if status == "died":
+        logger.warning(
+            "verl_lambda.math.reward: %s while checking answer %r; checking it again on another worker",
+            value, _short(pred),
+        )  # fmt: skip
+        status, value = pool.run(_verify_answer, (gold, pred), timeout)
     if status == "ok":
         return AnswerCheck(bool(value))
     if status == "timeout":
-        with _state_lock:
-            _timeouts += 1
-            count = _timeouts
+        timeouts, _ = _count_not_scored(timed_out=True)
         logger.warning(
             "verl_lambda.math.reward: math-verify gave no verdict within %ss on answer %r (ground truth %r); "
             "scored 0.0 as timed out (%d timeout%s in this process so far)",
-            timeout, _short(pred), _short(gold), count, "" if count == 1 else "s",
+            timeout, _short(pred), _short(gold), timeouts, "" if timeouts == 1 else "s",
         )  # fmt: skip
-        return AnswerCheck(False, timed_out=True)
-    logger.warning("verl_lambda.math.reward: math-verify failed on answer %r: %s; scored 0.0", _short(pred), value)
-    return AnswerCheck(False)
+        return AnswerCheck(False, timed_out=True, not_scored=True)
+    _, count = _count_not_scored()
+    again = " again" if status == "died" else ""
+    logger.warning(
+        "verl_lambda.math.reward: no verdict on answer %r (ground truth %r): %s%s; scored 0.0 as not scored "
+        "(%d answer%s without a verdict in this process so far)",
+        _short(pred), _short(gold), value, again, count, "" if count == 1 else "s",
+    )  # fmt: skip
+    return AnswerCheck(False, not_scored=True)
 
 
 def answers_match(gold: str, pred: str, backend: str = "auto", timeout: float = 10) -> bool:
@@ -614,10 +811,12 @@ def compute_score(
 ) -> dict[str, float]:
     """verl custom reward function: ``score`` 1.0 if the last boxed answer equals ``ground_truth``, else 0.0.
 
-    Returns ``{"score": s, "acc": s, "timed_out": 0.0 or 1.0}``: verl rewards ``score`` and logs
-    every key per data source in validation (``acc`` keeps the ``val-core/<data_source>/acc/...``
-    metrics a plain float return gives; ``timed_out`` is 1.0 when math-verify gave no verdict in
-    time, see :func:`check_answer`).
+    Returns ``{"score": s, "acc": s, "timed_out": 0.0 or 1.0, "not_scored": 0.0 or 1.0}``: verl
+    rewards ``score`` and logs every key per data source in validation (``acc`` keeps the
+    ``val-core/<data_source>/acc/...`` metrics a plain float return gives). ``not_scored`` is 1.0
+    when the answer got no verdict (its 0.0 is not a judgement that it is wrong): math-verify ran out
+    of time (then ``timed_out`` is 1.0 too), its worker process died twice, or checking the answer
+    raised; see :func:`check_answer`. Nothing in ``solution_str`` makes it raise.
 
     Args:
         data_source: dataset label (unused; every source is scored the same way).
@@ -628,6 +827,7 @@ def compute_score(
         backend, timeout: see :func:`check_answer`; set them through
             ``reward.custom_reward_function.reward_kwargs``.
     """
+    _check_settings(backend, timeout)
     if _is_missing(ground_truth):
         index = extra_info.get("index") if isinstance(extra_info, dict) else None
         row = f"row {index} of data source {data_source!r}" if index is not None else f"a {data_source!r} row"
@@ -636,11 +836,27 @@ def compute_score(
             "fix the data set (python -m verl_lambda.math.data drops rows without an answer)"
         )
     gold = _as_text(ground_truth)
-    answer_text = final_answer_text(solution_str or "")
-    pred = last_boxed(answer_text) if answer_text is not None else None
-    if pred is None or not pred.strip():
-        check = AnswerCheck(False)
-    else:
-        check = check_answer(gold, pred.strip(), backend=backend, timeout=timeout)
+    try:
+        answer_text = final_answer_text(solution_str if isinstance(solution_str, str) else "")
+        pred = last_boxed(answer_text) if answer_text is not None else None
+        if pred is None or not pred.strip():
+            check = AnswerCheck(False)
+        else:
+            check = check_answer(gold, pred.strip(), backend=backend, timeout=timeout)
+    except CheckerUnavailable:
+        raise  # no checker at all: not the answer's doing
+    except Exception as err:  # noqa: BLE001 - nothing the model writes may make the reward raise
+        _, count = _count_not_scored()
+        logger.warning(
+            "verl_lambda.math.reward: checking a %r response failed (%s: %s); scored 0.0 as not scored "
+            "(%d answer%s without a verdict in this process so far)",
+            data_source, type(err).__name__, _short(str(err)), count, "" if count == 1 else "s",
+        )  # fmt: skip
+        check = AnswerCheck(False, not_scored=True)
     score = 1.0 if check.match else 0.0
-    return {"score": score, "acc": score, "timed_out": 1.0 if check.timed_out else 0.0}
+    return {
+        "score": score,
+        "acc": score,
+        "timed_out": 1.0 if check.timed_out else 0.0,
+        "not_scored": 1.0 if check.not_scored else 0.0,
+    }
