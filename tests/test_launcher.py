@@ -558,6 +558,19 @@ def test_the_math_reward_without_math_verify_is_refused_before_ray(capsys, monke
     assert "scores answers with math-verify, which is not installed here: pip install 'verl-lambda[math]'" in err
 
 
+@pytest.mark.parametrize("value", ["'10'", "nan", "inf", "0"])
+def test_a_bad_reward_timeout_is_one_line_before_ray(capsys, value):
+    math = [
+        "reward.custom_reward_function.path=pkg://verl_lambda.math.reward",
+        "reward.custom_reward_function.name=compute_score",
+    ]
+    rc, _, err = launch(
+        capsys, "--dry-run", *GRPO_LAMBDA, *RUN, *math, f"+reward.custom_reward_function.reward_kwargs.timeout={value}"
+    )
+    assert rc == 2 and err.count("\n") == 1
+    assert "reward.custom_reward_function.reward_kwargs.timeout must be a positive, finite number of seconds" in err
+
+
 def test_an_unexpected_error_in_the_checks_is_still_one_line(capsys, monkeypatch):
     import verl_lambda.launch.checks as checks
 

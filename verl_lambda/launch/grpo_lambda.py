@@ -199,12 +199,16 @@ def _check_math_reward(cfg: DictConfig) -> None:
             f"reward.custom_reward_function.path={MATH_REWARD} scores answers with math-verify, which is not "
             "installed here: pip install 'verl-lambda[math]' (on every node)"
         )
-    from verl_lambda.math.reward import max_workers
+    from verl_lambda.math.reward import check_settings, max_workers
 
+    key = "reward.custom_reward_function.reward_kwargs"
+    node = _get(cfg, key) or {}
+    kwargs = OmegaConf.to_container(node) if OmegaConf.is_config(node) else dict(node)
     try:
         max_workers()
+        check_settings(**{name: kwargs[name] for name in ("backend", "timeout") if name in kwargs})
     except ValueError as err:
-        raise LaunchError(str(err)) from None
+        raise LaunchError(f"{key}.{err}" if str(err).startswith(("timeout", "backend")) else str(err)) from None
 
 
 def _environment_settings(environ: Mapping[str, str]) -> list[str]:
