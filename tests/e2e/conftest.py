@@ -68,13 +68,21 @@ def e2e_work_root(e2e_guard, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trainer_outcome(harness_assets, e2e_work_root) -> Callable:
-    """``trainer_outcome(run)`` → the run's :class:`e2e_support.RunOutcome`, executed once per session."""
+def trainer_outcome(harness_assets, e2e_work_root, tmp_path_factory: pytest.TempPathFactory) -> Callable:
+    """``trainer_outcome(run)`` → the run's :class:`e2e_support.RunOutcome`, executed once per session.
+
+    A Megatron run gets the tiny model with its vocabulary padded for tensor parallelism (built once)."""
     cache: dict = {}
+    assets = {"fsdp": harness_assets}
 
     def get(run):
+        if run.engine not in assets:
+            from verl_lambda.smoke.assets import build_assets
+            from verl_lambda.smoke.harness import MEGATRON_VOCAB_MULTIPLE
+
+            assets[run.engine] = build_assets(tmp_path_factory.mktemp(f"{run.engine}_assets"), MEGATRON_VOCAB_MULTIPLE)
         if run.name not in cache:
-            outcome = run.execute(harness_assets, e2e_work_root)
+            outcome = run.execute(assets[run.engine], e2e_work_root)
             record_time(run.name, outcome.result.wall_s, outcome.result.ok)
             cache[run.name] = outcome
         return cache[run.name]

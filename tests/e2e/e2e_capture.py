@@ -40,12 +40,30 @@ def _cpu(value: Any) -> Any:
     return value.detach().to("cpu").clone() if isinstance(value, torch.Tensor) else value
 
 
+def _node_id() -> str | None:
+    """The Ray node this process runs on (None outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:
+        return None
+
+
+def _modules() -> dict:
+    """What reached this process: its VERL_USE_EXTERNAL_MODULES and which of those it imported."""
+    import sys
+
+    listed = [m.strip() for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m.strip()]
+    return {"listed": listed, "imported": [m for m in listed if m in sys.modules]}
+
+
 def _save(kind: str, payload: dict) -> None:
     n = next(_counter)
     if not CAPTURE_DIR or n >= MAX_CAPTURES:
         return
     os.makedirs(CAPTURE_DIR, exist_ok=True)
-    payload.update(pid=os.getpid(), seq=n, rank=os.environ.get("RANK"))
+    payload.update(pid=os.getpid(), seq=n, rank=os.environ.get("RANK"), node=_node_id(), modules=_modules())
     path = os.path.join(CAPTURE_DIR, f"{kind}_{os.getpid()}_{n:04d}.pt")
     torch.save(payload, path + ".tmp")
     os.replace(path + ".tmp", path)  # readers never see half a file

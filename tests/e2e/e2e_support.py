@@ -111,19 +111,27 @@ class TrainerRun:
     sizes: HarnessSizes = HarnessSizes()
     env: dict[str, str] = field(default_factory=dict)
     append_overrides: bool = True  # False: the command builds its own (the smoke CLI does)
+    engine: str = "fsdp"  # "megatron": the harness's Megatron overrides and assets
+    extra_modules: list[str] = field(default_factory=list)  # the caller's own VERL_USE_EXTERNAL_MODULES
+    #: a multi-node recipe (ray job submit): its job gets recipes/runtime_env.yaml plus the capture folder
+    job_runtime_env: bool = False
 
     def execute(self, assets: Assets, work_root: Path) -> RunOutcome:
         work = work_root / self.name
         capture_dir = work / "captures"
         capture_dir.mkdir(parents=True, exist_ok=True)
         ray_temp_dir = make_ray_temp_dir()
-        overrides = harness_overrides(assets.model, assets.train_file, assets.val_file, ray_temp_dir, work, self.sizes)
+        overrides = harness_overrides(
+            assets.model, assets.train_file, assets.val_file, ray_temp_dir, work, self.sizes, engine=self.engine
+        )
         argv = list(self.command) + ((overrides + list(self.extra_overrides)) if self.append_overrides else [])
         refuse_foreign_ray(os.environ, argv)
         base = dict(os.environ)
         base["PYTHONPATH"] = os.pathsep.join([str(HERE), *filter(None, [base.get("PYTHONPATH")])])
-        env = harness_env(base, extra_modules=[CAPTURE_MODULE])
+        env = harness_env(base, extra_modules=[*self.extra_modules, CAPTURE_MODULE], engine=self.engine)
         env[CAPTURE_DIR_ENV] = str(capture_dir)
+        if self.job_runtime_env:
+            env["RUNTIME_ENV"] = str(_job_runtime_env_with_captures(work, capture_dir))
         env.update(self.env)
         timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
         result = run_logged(argv, env, work / "train.log", timeout, ray_temp_dir=ray_temp_dir, cwd=REPO)
@@ -136,6 +144,19 @@ class TrainerRun:
             loss_calls=load_captures(capture_dir, "loss"),
             expected_steps=self.sizes.steps,
         )
+
+
+def _job_runtime_env_with_captures(work: Path, capture_dir: Path) -> Path:
+    """recipes/runtime_env.yaml plus the capture folder: a job's processes see only its runtime env."""
+    import json
+
+    import yaml
+
+    runtime_env = yaml.safe_load((REPO / "recipes" / "runtime_env.yaml").read_text())
+    runtime_env.setdefault("env_vars", {})[CAPTURE_DIR_ENV] = str(capture_dir)
+    path = work / "runtime_env_with_captures.yaml"
+    path.write_text(json.dumps(runtime_env))
+    return path
 
 
 def record_time(name: str, wall_s: float, ok: bool) -> None:

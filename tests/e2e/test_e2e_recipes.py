@@ -7,7 +7,7 @@ every estimator and loss call on the way. The recipes differ across models only 
 id, data files, lengths, rollout TP), which the harness replaces, so one model's GRPO-λ recipe and
 its GRPO twin cover every distinct override shape; the dry-run tests (tests/test_recipes.py)
 compose every recipe. ``VERL_LAMBDA_E2E_RECIPES=all`` runs every FSDP recipe, or give a comma
-list of script names. Megatron recipes cannot run on a CPU (no Megatron-Core kernels).
+list of script names. The Megatron recipes run in test_e2e_megatron.py.
 
 Also here: the smoke check's refusals and failure report, and that a run stopped at its time
 limit leaves no process behind.
@@ -79,7 +79,8 @@ def trainer_steps_of_smoke_run(outcome: e2e.RunOutcome) -> None:
     lines = [line for line in outcome.result.log_text().splitlines() if line.startswith(marker)]
     if lines and not outcome.steps:
         work = Path(lines[-1][len(marker) :].strip())
-        outcome.steps = parse_step_metrics((work / "train.log").read_text(errors="replace"))
+        logs = [work / "train.log", work / "job.log"]  # a multi-node recipe's trainer logs in its Ray job
+        outcome.steps = parse_step_metrics("\n".join(p.read_text(errors="replace") for p in logs if p.is_file()))
         shutil.rmtree(work, ignore_errors=True)
 
 
