@@ -5,7 +5,7 @@
 #
 # verl 0.9.1 is the main venv's (.ci/run builds it; python -m pytest -q collects tests/matrix there); --main also
 # runs tests/matrix in .venv and adds its row. Each venv is .ci-matrix/venv-<version>, built with
-#   pip install -c constraints torch==2.13.0 -e '.[math,verlXY]' 'verl==X.Y.Z' pytest hypothesis
+#   pip install -c constraints torch==2.13.0 -e '.[math,verlXY]' 'verl==X.Y.Z' pytest hypothesis [megatron-core]
 # (the verlXY extra carries the series' pins) and kept for the next run while pyproject.toml, the constraints
 # and the interpreter stay the same; --rebuild builds every venv afresh. --overlap builds the next venv while
 # the previous version's tests run: on 2 shared cores each overlapped build + test pair took as long as or longer
@@ -45,6 +45,12 @@ extra_of() {  # the pyproject extra of a verl series
         *) return 1 ;;
     esac
 }
+megatron_of() {  # tests/matrix/test_megatron_paths.py's megatron-core (without it those tests skip = FAIL here)
+    case "$1" in  # 0.16.1, the newest for Python 3.11: verl 0.7.1's legacy MegatronPPOActor and the 0.8/0.9
+        0.7.* | 0.8.* | 0.9.*) echo megatron-core==0.16.1 ;;  # engine import and run with it (CPU shims in the tests)
+        *) ;;
+    esac
+}
 for ver in "${VERSIONS[@]}"; do
     extra_of "$ver" >/dev/null || { echo "verl_matrix.sh: no extra for verl $ver (supported: 0.7.x, 0.8.x, 0.9.x)" >&2; exit 2; }
 done
@@ -58,7 +64,7 @@ show_tail() {  # file, lines, label
 }
 stamp_of() {  # what a venv was built from
     {
-        echo "verl==$1 extra=$(extra_of "$1")"
+        echo "verl==$1 extra=$(extra_of "$1") $(megatron_of "$1")"
         "$PYTHON" --version 2>&1
         sha256sum pyproject.toml "$CONSTRAINTS" | cut -d' ' -f1
     } | sha256sum | cut -d' ' -f1
@@ -81,7 +87,7 @@ build() {
         set -x
         "$PYTHON" -m venv "$venv" &&
             timeout --kill-after=30 "$BUILD_TIMEOUT" "$venv/bin/pip" install --no-input -c "$CONSTRAINTS" \
-                torch==2.13.0 -e ".[math,$extra]" "verl==$ver" pytest hypothesis
+                torch==2.13.0 -e ".[math,$extra]" "verl==$ver" pytest hypothesis $(megatron_of "$ver")
         rc=$?
         set +x
         if [ "$rc" = 0 ]; then  # the stack the tests import must import (e.g. NumPy 1 with a too-new pyarrow fails here)

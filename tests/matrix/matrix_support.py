@@ -118,6 +118,15 @@ def detect_features(version: str | None = None) -> dict[str, Feature]:
          "workers/utils/losses.ppo_loss turns nested old_log_probs/advantages/response_mask into padded rows"),
         ("model_engine_megatron", (VERL_CONFIG_DIR / "model_engine" / "megatron.yaml").is_file(), since_08,
          "from verl 0.8.0", "the Hydra override model_engine=megatron (trainer/config/model_engine/megatron.yaml)"),
+        # the Megatron paths test_megatron_paths.py runs (with megatron-core installed)
+        ("megatron_legacy_actor", (VERL_ROOT / "workers/actor/megatron_actor.py").is_file(), not since_08,
+         "up to verl 0.7.x", "verl/workers/actor/megatron_actor.py (the legacy Megatron worker's MegatronPPOActor)"),
+        ("megatron_engine_cp", "def gptmodel_forward_model_engine(" in _source("models/mcore/model_forward.py"),
+         since_08, "from verl 0.8.0",
+         "models/mcore/model_forward.gptmodel_forward_model_engine (the Megatron engine's CP split / gather)"),
+        ("megatron_per_token_loss",
+         "calculate_per_token_loss" in _source("workers/engine/megatron/transformer_impl.py"), since_09,
+         "from verl 0.9.0", "the Megatron engine's per-token loss (Megatron's calculate_per_token_loss, 3-tuple)"),
     ]  # fmt: skip
     return {name: Feature(name, present, expected, rule, what) for name, present, expected, rule, what in rows}
 
@@ -129,13 +138,21 @@ def has(name: str) -> bool:
     return FEATURES[name].present
 
 
+def megatron_core_version() -> str | None:
+    """The installed megatron-core's version, or None (the Megatron path tests skip without it)."""
+    try:
+        return importlib.metadata.version("megatron-core")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def agg_modes() -> list[str]:
     """The spec's aggregation modes this verl has."""
     return [m for m in SPEC_AGG_MODES if m != "token-sum" or has("token_sum")]
 
 
 def versions_line() -> str:
-    names = ("verl", "torch", "transformers", "numpy", "pyarrow", "ray", "tensordict", "hydra-core")
+    names = ("verl", "torch", "transformers", "numpy", "pyarrow", "ray", "tensordict", "hydra-core", "megatron-core")
     out = []
     for name in names:
         try:
