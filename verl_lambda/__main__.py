@@ -43,6 +43,11 @@ COMMANDS = {
             "verl_lambda.credit",
             "the per-token credit of every GRPO-λ weighting: a table and a plot",
         ),
+        Command(
+            "study",
+            "verl_lambda.study.cli",
+            "when does the trace help? a long-response credit study on a CPU, every reading, paired seeds",
+        ),
     )
 }
 
