@@ -143,9 +143,7 @@ def _smoke(*args: str, timeout: float = 300) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-def test_smoke_refuses_megatron_and_missing_commands():
-    code, text = _smoke("--", "bash", "recipes/run_qwen2.5-7b-instruct_grpo_lambda_megatron.sh")
-    assert code == 2 and "FSDP twin: run_qwen2.5-7b-instruct_grpo_lambda.sh" in text, text
+def test_smoke_refuses_a_missing_command():
     code, text = _smoke()
     assert code == 2 and "no training command" in text, text
 

@@ -23,7 +23,8 @@ import sys
 import e2e_support as e2e
 import pytest
 
-from verl_lambda.smoke.harness import HarnessSizes
+from verl_lambda.smoke.harness import HARNESS_MODULES, HarnessSizes
+from verl_lambda.verl.keys import REGISTER_MODULE
 
 REGISTRATION = e2e.REGISTRATION_KEY
 OFF_POLICY = ["actor_rollout_ref.actor.ppo_epochs=2"]  # × the harness's 2 mini-batches per step
@@ -223,7 +224,8 @@ def test_registration_route_launcher_keeps_driver_modules(trainer_outcome):
     outcome = trainer_outcome(RUNS["lambda_launcher"])
     outcome.require_success()
     log = outcome.result.log_text()
-    assert "verl_lambda.smoke.platform,verl_lambda.smoke.rollout,e2e_capture,verl_lambda.verl.register" in log
+    expected = ",".join([*HARNESS_MODULES, "e2e_capture", REGISTER_MODULE])
+    assert expected in log, expected
 
 
 @pytest.mark.parametrize(
