@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verl_lambda.core.choices import TRACE_ANCHORS, TRACE_NORMS, TRACE_STYLES
+from verl_lambda.core.choices import TRACE_ANCHORS, TRACE_NORMS, TRACE_STYLES, WEIGHTINGS
 from verl_lambda.core.settings import GRPOLambdaSettings, LossSettings
 from verl_lambda.core.trace import apply_trace, apply_trace_reference, discounted_cumsum
 
@@ -221,3 +221,116 @@ def test_bf16_autocast_keeps_fp32_accuracy(device, style, eps, norm):
         fast = apply_trace(x.float().to(device), mask.to(device), kw)
     assert fast.dtype == torch.float32
     assert ((fast.double().cpu() - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+# The fast trace's backward pass is the transposed trace computed by hand (trace._Trace): the
+# tests below check it on every code path it has, against torch.autograd.gradcheck and against the
+# reference's autograd gradients.
+
+GRAD_STYLES = [(style, eps, norm) for style in STYLES for eps in (0.0, 0.2) for norm in NORMS]
+
+
+def _reference_grads(x, mask, kw, upstream, fn):
+    xx = x.clone().requires_grad_(True)
+    y = fn(xx, mask, kw)
+    (y * upstream).sum().backward()
+    return y.detach(), xx.grad
+
+
+@pytest.mark.parametrize("style,eps,norm", GRAD_STYLES)
+@pytest.mark.parametrize("lam", [0.0, 0.7, 1.0])
+def test_trace_backward_passes_gradcheck(lam, style, eps, norm):
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(3, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    mask[1, 7:] = False  # right padding
+    mask[2, :2] = mask[2, 5] = False  # leading and interior holes
+    kw = _kwargs(lam, style, eps, norm, gamma=0.9)
+    assert torch.autograd.gradcheck(lambda v: apply_trace(v, mask, kw), (x,))
+    for right_padded in (mask[:2], torch.ones(2, 11, dtype=torch.bool)):  # the no-compaction path
+        rows = x[:2].detach().requires_grad_()
+        assert torch.autograd.gradcheck(lambda v, m=right_padded: apply_trace(v, m, kw), (rows,))
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["as-on-cpu", "always-compact"])
+@pytest.mark.parametrize("style,eps,norm", GRAD_STYLES)
+def test_trace_gradients_match_the_reference_on_every_mask_layout(monkeypatch, compact, style, eps, norm):
+    """Right-padded rows (no compaction on the CPU), holes, leading zeros, empty rows, and the
+    accelerator path that compacts every row, at lengths across chunk boundaries."""
+    from verl_lambda.core import trace
+
+    if compact:
+        monkeypatch.setattr(trace, "_has_gaps", lambda valid: valid.shape[-1] >= 2)
+    for seed, length, holes in [(1, 31, False), (2, 97, False), (3, 97, True), (4, 1100, True), (5, 1100, False)]:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(4, length, generator=g, dtype=torch.float64)
+        mask = spec.random_mask(g, 4, length, interior_zeros=holes, leading=holes)
+        mask[0] = True
+        upstream = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        kw = _kwargs(0.99, style, eps, norm, gamma=0.98)
+        fast, fast_grad = _reference_grads(x, mask, kw, upstream, apply_trace)
+        ref, ref_grad = _reference_grads(x, mask, kw, upstream, apply_trace_reference)
+        torch.testing.assert_close(fast, ref, rtol=0, atol=1e-10)
+        torch.testing.assert_close(fast_grad, ref_grad, rtol=0, atol=1e-10)
+        assert torch.all(fast_grad[~mask] == 0), "masked tokens must receive no gradient"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    length=st.integers(1, 150),
+    seed=st.integers(0, 2**31 - 1),
+    lam=st.sampled_from(LAMS + [0.3]),
+    style=st.sampled_from(STYLES),
+    eps=st.sampled_from(EPSILONS + [1.0]),
+    norm=st.sampled_from(NORMS),
+    leading=st.booleans(),
+)
+def test_trace_gradients_match_reference_random_shapes(batch, length, seed, lam, style, eps, norm, leading):
+    x, mask = _inputs(seed, batch, length, leading=leading)
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    kw = _kwargs(lam, style, eps, norm, 0.95)
+    _, fast = _reference_grads(x, mask, kw, upstream, apply_trace)
+    _, ref = _reference_grads(x, mask, kw, upstream, apply_trace_reference)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("length", [1, 31, 32, 33, 1023, 1024, 1025, 3000])
+@pytest.mark.parametrize("decay", [0.0, 0.5, 0.99, 1.0])
+def test_reverse_discounted_cumsum_is_the_flipped_one(length, decay):
+    x = torch.randn(2, length, generator=torch.Generator().manual_seed(length), dtype=torch.float64)
+    expected = discounted_cumsum(x.flip(-1), decay).flip(-1)
+    torch.testing.assert_close(discounted_cumsum(x, decay, reverse=True), expected, rtol=1e-12, atol=1e-12)
+
+
+LENGTH_WINDOWS = [key for key, chosen in WEIGHTINGS.items() if chosen.length_window is not None]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("style, anchor", LENGTH_WINDOWS)
+@pytest.mark.parametrize("eps", [0.0, 1e-7, 0.3])
+def test_length_window_columns_are_the_formula_bit_for_bit(dtype, style, anchor, eps):
+    """Column weights read from one table of powers (Weighting.length_window) equal choices.WEIGHTINGS' formula."""
+    from verl_lambda.core import trace
+
+    lengths = torch.tensor([0, 1, 2, 7, 50, 64, 63])
+    kw = _kwargs(0.97, (style, anchor), eps, "none")
+    fast = trace._column_weights(WEIGHTINGS[style, anchor], lengths, 64, kw, dtype)
+    j = torch.arange(64, dtype=torch.float64)[None, :]
+    formula = WEIGHTINGS[style, anchor].weight(None, j, lengths.double()[:, None], trace._power(kw.decay, "cpu"))
+    formula = formula.clamp(min=eps).to(dtype)
+    valid = j < lengths[:, None]
+    assert torch.equal(fast[valid], formula[valid])
+    assert torch.isfinite(fast).all()
+
+
+def test_backward_inside_autocast_stays_exact():
+    """A backward pass run inside torch.autocast(bf16) must not run the transposed chunk products in bf16."""
+    x, mask = _inputs(8, 3, 700)
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kw = _kwargs(0.99, "both", 0.0, "none")
+    _, ref = _reference_grads(x, mask, kw, upstream, apply_trace_reference)
+    xx = x.float().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (apply_trace(xx, mask, kw) * upstream.float()).sum().backward()
+    assert ((xx.grad.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5

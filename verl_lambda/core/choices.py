@@ -77,15 +77,21 @@ class Weighting:
     caller. ``kernel`` names the decayed-running-sum kernel of the fast trace (:data:`KERNELS`) for
     a weighting that depends on the lag t − j; None means w(t, j) = c_j(n) for every t > j, so the
     fast trace is one prefix sum of c_j x_j and ``weight`` ignores t (callers may pass None).
+    ``length_window`` (s, keeps_first), for a column weight that depends on n: it is
+    max(r^(n−s−j), r^j if keeps_first), which the fast trace reads as one window of a table of
+    powers per row instead of evaluating ``weight`` on the B×L grid (tested bit-identical).
     """
 
     formula: str
     weight: Callable[[Any, Any, Any, Power], Any]
     kernel: str | None = None
+    length_window: tuple[int, bool] | None = None
 
     def __post_init__(self):
         if self.kernel is not None and self.kernel not in KERNELS:
             raise ValueError(f"{self.formula}: kernel must be one of {list(KERNELS)} or None, got {self.kernel!r}")
+        if self.kernel is not None and self.length_window is not None:
+            raise ValueError(f"{self.formula}: a kernel weighting has no length_window")
 
 
 def _lag(t, j):
@@ -98,9 +104,11 @@ WEIGHTINGS: Mapping[tuple[str, str], Weighting] = {
         "max(r^(t−j), r^j)", lambda t, j, n, power: power(_lag(t, j)).maximum(power(j)), kernel="both"
     ),
     ("early", "token"): Weighting("r^j", lambda t, j, n, power: power(j)),
-    ("recent", "end"): Weighting("r^(n−1−j)", lambda t, j, n, power: power(_lag(n - 1, j))),
+    ("recent", "end"): Weighting("r^(n−1−j)", lambda t, j, n, power: power(_lag(n - 1, j)), length_window=(1, False)),
     # exponent n − j, not n − 1 − j: kept as the authors wrote it
-    ("both", "end"): Weighting("max(r^(n−j), r^j)", lambda t, j, n, power: power(_lag(n, j)).maximum(power(j))),
+    ("both", "end"): Weighting(
+        "max(r^(n−j), r^j)", lambda t, j, n, power: power(_lag(n, j)).maximum(power(j)), length_window=(0, True)
+    ),
     ("early", "end"): Weighting("r^j", lambda t, j, n, power: power(j)),
 }
 

@@ -21,12 +21,14 @@ gradients through e_t.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from verl_lambda.core.choices import TRACE_APPLICATIONS, lookup
 from verl_lambda.core.settings import LossSettings
-from verl_lambda.core.trace import apply_trace, exact_precision, masked_trace
+from verl_lambda.core.trace import exact_precision, linear_trace, masked_trace
 
 __all__ = ["LOG_RATIO_GUARD", "token_losses"]
 
@@ -94,9 +96,35 @@ def _traced_ratio(log_prob, log_ratio, mask, settings, dtype):
 def _eligibility_weight(log_prob, log_ratio, mask, settings, dtype):
     """``trace_application="weight"``: vanilla's per-token ratio; the loss is weighted by the trace of
     1 + σ(log π − 1), with gradients through it."""
-    probability_term = 1.0 + torch.sigmoid(log_prob.to(dtype).nan_to_num(nan=0.0) - 1.0)
-    eligibility = apply_trace(probability_term, mask, settings)
+    eligibility = _Eligibility.apply(log_prob, mask, settings, dtype)
     return log_ratio, eligibility, eligibility
+
+
+class _Eligibility(torch.autograd.Function):
+    """e = T(1 + σ(log π − 1)), T the trace of ``settings``, 0 at masked tokens; a NaN log π counts as
+    0 (as ``nan_to_num``, and no gradient reaches it). The backward pass is σ'(log π − 1)·Tᵀ g with σ
+    recomputed from log π: autograd keeps no B×L buffer of its own."""
+
+    @staticmethod
+    def forward(ctx, log_prob: torch.Tensor, mask: torch.Tensor, settings, dtype: torch.dtype):
+        ctx.save_for_backward(log_prob, mask)
+        ctx.settings = settings
+        probability_term = _shifted_sigmoid(log_prob, dtype, nan=-1.0).add_(1.0).masked_fill_(~mask, 0.0)
+        return linear_trace(probability_term, mask, settings)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        log_prob, mask = ctx.saved_tensors
+        with exact_precision(grad.device):
+            traced = linear_trace(grad, mask, ctx.settings, transpose=True)
+            sigma = _shifted_sigmoid(log_prob, traced.dtype, nan=math.inf)  # σ' = 0 where log π is NaN
+            return traced.mul_(sigma.addcmul_(sigma, sigma, value=-1.0)), None, None, None
+
+
+def _shifted_sigmoid(log_prob: torch.Tensor, dtype: torch.dtype, nan: float) -> torch.Tensor:
+    """σ(log π − 1) in ``dtype`` with NaN − 1 read as ``nan`` and ±∞ as the largest finite numbers (a new tensor)."""
+    return log_prob.to(dtype).sub(1.0).nan_to_num_(nan=nan).sigmoid_()
 
 
 #: how each trace_application turns the token log-ratios into (log of the clipped ratio, the traced
