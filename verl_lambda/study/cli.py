@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "method: mean final reward, paired differences against clamp_only and grpo with 95 % t-intervals),\n"
         "OUT/curves.csv, OUT/credit.csv, OUT/run.json and the plots OUT/*.png.\n"
         f"time: {RUN_TIME}."
-    ).replace("%", "%%")
+    )
     parser.add_argument("--quick", action="store_true",
                         help=f"fewer steps ({QUICK.steps} on-policy / {QUICK.off_steps} off-policy instead of "
                              f"{FULL.steps} / {FULL.off_steps}), {QUICK_SEEDS} seeds, positions "
