@@ -74,6 +74,7 @@ def test_the_run_went_through_verls_megatron_engine_and_said_what_it_replaced(ou
     log = outcome.result.log_text()
     assert "[smoke] OK: 2 training step(s)" in log and "Megatron engine" in log
     assert "replaced: context_parallel_size -> 1" in log and "replaced: Megatron-Bridge -> mbridge" in log
+    assert "replaced: use_megatron_fsdp -> False" in log
     assert all(call["settings"]["policy_loss_class"] == "GRPOLambdaLossConfig" for call in outcome.loss_calls)
     e2e.check_console_metrics(outcome, [*e2e.PLUGIN_METRICS, "actor/kl_loss"])
 

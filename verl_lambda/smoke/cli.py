@@ -254,7 +254,10 @@ def _exercised(sizes, engine: str, multinode: bool) -> list[str]:
         "What it did NOT exercise:",
         "  - vLLM / SGLang rollout: a transformers 'hf' rollout generated instead;",
         *(
-            ["  - TransformerEngine, Megatron-Bridge, context parallelism, fused kernels (see 'replaced' above);"]
+            [
+                "  - TransformerEngine, Megatron-Bridge, Megatron-FSDP, context parallelism, fused kernels"
+                " (see 'replaced' above);"
+            ]
             if engine == "megatron"
             else ["  - Megatron (smoke a *_megatron.sh recipe for it);"]
         ),

@@ -167,7 +167,6 @@ def megatron_overrides(sizes: HarnessSizes = HarnessSizes()) -> list[str]:
 
     :data:`MEGATRON_REPLACED` says each in one line.
     """
-    tf = "++actor_rollout_ref.actor.megatron.override_transformer_config"
     sequence = sizes.max_prompt_length + sizes.max_response_length
     return [
         f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={2 * sequence}",
@@ -177,14 +176,22 @@ def megatron_overrides(sizes: HarnessSizes = HarnessSizes()) -> list[str]:
         "actor_rollout_ref.ref.megatron.vanilla_mbridge=True",
         "actor_rollout_ref.actor.megatron.context_parallel_size=1",
         "actor_rollout_ref.ref.megatron.context_parallel_size=1",
+        "actor_rollout_ref.actor.megatron.use_megatron_fsdp=False",
+        "actor_rollout_ref.ref.megatron.use_megatron_fsdp=False",
         "actor_rollout_ref.model.use_fused_kernels=False",
-        f"{tf}.masked_softmax_fusion=False",
-        f"{tf}.bias_activation_fusion=False",
-        f"{tf}.bias_dropout_fusion=False",
-        f"{tf}.apply_rope_fusion=False",
-        f"{tf}.gradient_accumulation_fusion=False",
-        f"{tf}.persist_layer_norm=False",
-        f"{tf}.attention_backend=local",
+        *(
+            f"++actor_rollout_ref.{role}.megatron.override_transformer_config.{key}"
+            for role in ("actor", "ref")  # a ppo_megatron_trainer.yaml ref has its own (attention_backend=flash)
+            for key in (
+                "masked_softmax_fusion=False",
+                "bias_activation_fusion=False",
+                "bias_dropout_fusion=False",
+                "apply_rope_fusion=False",
+                "gradient_accumulation_fusion=False",
+                "persist_layer_norm=False",
+                "attention_backend=local",
+            )
+        ),
     ]
 
 
@@ -193,6 +200,8 @@ MEGATRON_REPLACED = (
     "Megatron-Bridge -> mbridge 0.15.1 (vanilla_mbridge=True): Megatron-Bridge for Python 3.11 imports "
     "TransformerEngine",
     "context_parallel_size -> 1: context parallelism needs TransformerEngine's attention (CUDA only)",
+    "use_megatron_fsdp -> False (Megatron's DDP): verl builds Megatron-FSDP only through Megatron-Bridge; with mbridge "
+    "it would ignore the switch",
     "TransformerEngine layer spec -> megatron-core's local spec, with per-sequence causal attention for packed (THD) "
     "sequences",
     "fused kernels -> off (masked softmax, bias-activation, bias-dropout, RoPE, gradient-accumulation fusion, "
