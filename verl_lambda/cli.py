@@ -31,6 +31,7 @@ __all__ = [
     "one_line",
     "fail",
     "command_main",
+    "cpu_model",
 ]
 
 DRY_RUN_ENV = "VERL_LAMBDA_DRY_RUN"
@@ -133,3 +134,16 @@ def dry_run(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> tu
     """``(asked for a dry run, argv without --dry-run)``: ``--dry-run`` anywhere or ``VERL_LAMBDA_DRY_RUN=1``."""
     rest = [a for a in argv if a != DRY_RUN_FLAG]
     return env_flag(DRY_RUN_ENV, environ) or len(rest) != len(argv), rest
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``, else ``platform.processor()``), for a run's record."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or None

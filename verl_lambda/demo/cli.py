@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from verl_lambda.cli import LaunchError
+from verl_lambda.cli import LaunchError, cpu_model
 from verl_lambda.core.settings import GRPOLambdaSettings, Number, OneOf, setting_fields
 from verl_lambda.demo.methods import DEFAULT_METHODS, METHODS
 from verl_lambda.demo.options import (
@@ -363,18 +363,6 @@ def set_up_torch(device_name: str, threads: int):
     return torch.device(device_name)
 
 
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or None
-
-
 def _load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -502,7 +490,7 @@ def _run(args: argparse.Namespace) -> dict:
         "transformers": transformers.__version__,
         "verl": getattr(verl, "__version__", None),
         "machine": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_average_start": load_at_start,
         "load_average_end": _load_average(),

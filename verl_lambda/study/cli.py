@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from verl_lambda.cli import LaunchError, command_main
+from verl_lambda.cli import LaunchError, command_main, cpu_model
 from verl_lambda.study.options import ARMS, CLAMP_ONLY, FULL, GRPO, POSITIONS, QUICK, StudyConfig, study_methods
 
 __all__ = ["add_arguments", "check", "run", "QUICK_POSITIONS", "FULL_SEEDS", "QUICK_SEEDS"]
@@ -324,7 +324,7 @@ def _body(args) -> int:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "verl": getattr(verl, "__version__", None),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "workers": args.workers,
         "load_average_start": load_start,
@@ -356,16 +356,6 @@ def _body(args) -> int:
         flush=True,
     )
     return 0
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -218,6 +218,17 @@ def _groups(methods: list[str]) -> list[tuple[str, list[str]]]:
     ]
 
 
+def _save(fig, path: Path, title: str) -> bool:
+    """Title, lay out, write and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def plot_curves(path: Path, curves: list[dict], arm: str, positions: list[str], methods: list[str], title: str) -> bool:
     """Exact expected reward against the step, mean over seeds (band: ± one standard error), one
     column per position, one row per λ."""
@@ -252,11 +263,7 @@ def plot_curves(path: Path, curves: list[dict], arm: str, positions: list[str], 
                 ax.set_ylabel("exact expected reward")
             if col == len(positions) - 1:
                 ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path, title)
 
 
 def plot_differences(path: Path, summary: list[dict], key: str, title: str) -> bool:
@@ -291,11 +298,7 @@ def plot_differences(path: Path, summary: list[dict], key: str, title: str) -> b
         ax.grid(True, axis="x", alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel(key.replace("_", " ") + " (95 % CI)", fontsize=8)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path, title)
 
 
 def plot_credit(path: Path, credits: dict[str, list[float]], decisive: dict[str, Sequence[int]], title: str) -> bool:
@@ -326,11 +329,7 @@ def plot_credit(path: Path, credits: dict[str, list[float]], decisive: dict[str,
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", ncol=3)
     axes[0][0].set_ylabel("gradient weight at ρ = 1 ÷ its RMS")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path, title)
 
 
 def plot_prediction(path: Path, summary: list[dict], key: str, title: str) -> bool:
@@ -364,8 +363,4 @@ def plot_prediction(path: Path, summary: list[dict], key: str, title: str) -> bo
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel(key.replace("_", " ") + " (95 % CI)")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(fig, path, title)
